@@ -1,0 +1,347 @@
+"""Typed, frozen view of ``params.yaml``.
+
+Every number of the method is a field here with the default of METHOD.md; the
+file is the single place where values are set. :func:`load_config` rejects
+unknown keys and out-of-range values with the dotted key in the message, e.g.
+``level2.shake_sigma == -0.01, must be >= 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FORMATS = ("synthetic", "cuhk", "mtfl", "pts")
+
+
+class ConfigError(ValueError):
+    """A params file has an unknown key, a wrong type or a value out of range."""
+
+
+def _check(cond: bool, key: str, value: Any, rule: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key} == {value!r}, must be {rule}")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    val_fraction: float = 0.1
+    seed: int = 0
+
+    def validate(self, key: str) -> None:
+        _check(0.0 < self.val_fraction < 1.0, f"{key}.val_fraction", self.val_fraction,
+               "in (0, 1)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    format: str = "synthetic"
+    root: str = "data/raw"
+    list: str = "data/raw/faces.txt"
+    boxes: str = ""
+    strict: bool = False
+    max_image_pixels: int = 40_000_000
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def validate(self, key: str) -> None:
+        _check(self.format in FORMATS, f"{key}.format", self.format, f"one of {FORMATS}")
+        _check(self.max_image_pixels > 0, f"{key}.max_image_pixels", self.max_image_pixels, "> 0")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    n_faces: int = 1200
+    image_size: int = 128
+    seed: int = 7
+
+    def validate(self, key: str) -> None:
+        _check(self.n_faces >= 10, f"{key}.n_faces", self.n_faces, ">= 10")
+        _check(self.image_size >= 48, f"{key}.image_size", self.image_size, ">= 48")
+
+
+@dataclass(frozen=True)
+class FrameConfig:
+    scale: float = 1.0
+    jitter_scale: float = 0.08
+    jitter_aspect: float = 0.08
+    jitter_shift: float = 0.05
+
+    def validate(self, key: str) -> None:
+        _check(self.scale > 0, f"{key}.scale", self.scale, "> 0")
+        for name in ("jitter_scale", "jitter_aspect", "jitter_shift"):
+            _check(getattr(self, name) >= 0, f"{key}.{name}", getattr(self, name), ">= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 5e-3
+    lr_decay: float = 0.9
+    lr_step: int = 100
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    dropout: float = 0.25
+    patience: int = 6
+
+    def validate(self, key: str) -> None:
+        _check(self.epochs >= 1, f"{key}.epochs", self.epochs, ">= 1")
+        _check(self.batch_size >= 1, f"{key}.batch_size", self.batch_size, ">= 1")
+        _check(self.lr > 0, f"{key}.lr", self.lr, "> 0")
+        _check(0 < self.lr_decay <= 1, f"{key}.lr_decay", self.lr_decay, "in (0, 1]")
+        _check(self.lr_step >= 1, f"{key}.lr_step", self.lr_step, ">= 1")
+        _check(0 <= self.momentum < 1, f"{key}.momentum", self.momentum, "in [0, 1)")
+        _check(self.weight_decay >= 0, f"{key}.weight_decay", self.weight_decay, ">= 0")
+        _check(0 <= self.dropout < 1, f"{key}.dropout", self.dropout, "in [0, 1)")
+        _check(self.patience >= 1, f"{key}.patience", self.patience, ">= 1")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    copies: int = 3
+    mirror: bool = True
+    rotations: tuple[float, ...] = (-15.0, 12.0)
+    small_rotations: tuple[float, ...] = (-5.0, 5.0)
+    scales: tuple[float, ...] = (0.9, 1.1)
+    translations: tuple[float, ...] = (0.05, 0.05)
+
+    def validate(self, key: str) -> None:
+        _check(self.copies >= 0, f"{key}.copies", self.copies, ">= 0")
+        _check(len(self.translations) == 2, f"{key}.translations", self.translations,
+               "a pair [dx, dy]")
+        for s in self.scales:
+            _check(s > 0, f"{key}.scales", self.scales, "all > 0")
+
+
+@dataclass(frozen=True)
+class Level1Config:
+    nets: tuple[str, ...] = ("F1", "EN1", "NM1")
+    fusion: dict[str, float] = field(default_factory=lambda: {"F1": 1.0, "EN1": 1.0, "NM1": 1.0})
+    top_fraction: float = 31 / 39
+    bottom_fraction: float = 31 / 39
+    local_share: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self, key: str) -> None:
+        _check(set(self.nets) == {"F1", "EN1", "NM1"}, f"{key}.nets", self.nets,
+               "the three nets F1, EN1, NM1")
+        _check(set(self.fusion) == set(self.nets), f"{key}.fusion", self.fusion,
+               f"a weight for each of {self.nets}")
+        for n, w in self.fusion.items():
+            _check(w > 0, f"{key}.fusion.{n}", w, "> 0")
+        for name in ("top_fraction", "bottom_fraction"):
+            v = getattr(self, name)
+            _check(0.3 <= v <= 1.0, f"{key}.{name}", v, "in [0.3, 1]")
+
+
+@dataclass(frozen=True)
+class PatchLevelConfig:
+    windows: tuple[float, float] = (0.16, 0.18)
+    input_size: int = 15
+    shake_sigma: float = 0.01
+    shakes: int = 4
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=128))
+
+    def validate(self, key: str) -> None:
+        _check(len(self.windows) == 2 and all(0 < w < 1 for w in self.windows),
+               f"{key}.windows", self.windows, "two fractions in (0, 1)")
+        _check(self.input_size >= 12, f"{key}.input_size", self.input_size, ">= 12")
+        _check(self.shake_sigma >= 0, f"{key}.shake_sigma", self.shake_sigma, ">= 0")
+        _check(self.shakes >= 1, f"{key}.shakes", self.shakes, ">= 1")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    failure_threshold: float = 0.10
+    ced_max: float = 0.10
+    grid_faces: int = 8
+
+    def validate(self, key: str) -> None:
+        _check(self.failure_threshold > 0, f"{key}.failure_threshold", self.failure_threshold,
+               "> 0")
+        _check(self.ced_max > 0, f"{key}.ced_max", self.ced_max, "> 0")
+        _check(self.grid_faces >= 1, f"{key}.grid_faces", self.grid_faces, ">= 1")
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    cpus_per_net: float = 1.0
+    gpus_per_net: float = 0.0
+    max_concurrent: int = 0
+    max_failures: int = 2
+    seed: int = 0
+    torch_threads: int = 1
+
+    def validate(self, key: str) -> None:
+        _check(self.cpus_per_net > 0, f"{key}.cpus_per_net", self.cpus_per_net, "> 0")
+        _check(self.gpus_per_net >= 0, f"{key}.gpus_per_net", self.gpus_per_net, ">= 0")
+        _check(self.max_concurrent >= 0, f"{key}.max_concurrent", self.max_concurrent, ">= 0")
+        _check(self.max_failures >= 0, f"{key}.max_failures", self.max_failures, ">= 0")
+        _check(self.torch_threads >= 1, f"{key}.torch_threads", self.torch_threads, ">= 1")
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "facecascade"
+    model_name: str = "facecascade"
+
+    def validate(self, key: str) -> None:
+        _check(bool(self.experiment), f"{key}.experiment", self.experiment, "non-empty")
+        _check(bool(self.model_name), f"{key}.model_name", self.model_name, "non-empty")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    max_image_bytes: int = 10_000_000
+    max_image_pixels: int = 40_000_000
+
+    def validate(self, key: str) -> None:
+        _check(self.max_image_bytes > 0, f"{key}.max_image_bytes", self.max_image_bytes, "> 0")
+        _check(self.max_image_pixels > 0, f"{key}.max_image_pixels", self.max_image_pixels, "> 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    frame: FrameConfig = field(default_factory=FrameConfig)
+    level1: Level1Config = field(default_factory=Level1Config)
+    level2: PatchLevelConfig = field(default_factory=PatchLevelConfig)
+    level3: PatchLevelConfig = field(
+        default_factory=lambda: PatchLevelConfig(windows=(0.08, 0.09)))
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+
+    def level(self, k: int) -> Level1Config | PatchLevelConfig:
+        """The section of level ``k`` (1, 2 or 3)."""
+        if k not in (1, 2, 3):
+            raise ValueError(f"level == {k!r}, must be 1, 2 or 3")
+        return (self.level1, self.level2, self.level3)[k - 1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (lists for tuples), as in params.yaml."""
+        return _to_plain(dataclasses.asdict(self))
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated type ``tp``, naming ``key`` on failure."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping, not {type(value).__name__}")
+        return _build(tp, value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, not {type(value).__name__}")
+        args = typing.get_args(tp)
+        item_tp = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key} must have {len(args)} items, got {len(value)}")
+        return tuple(_convert(t, v, f"{key}[{i}]") for i, (t, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping, not {type(value).__name__}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _convert(vt, v, f"{key}.{k}") for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        for t in typing.get_args(tp):
+            try:
+                return _convert(t, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key} == {value!r} has the wrong type")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, not {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, not {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, not {value!r}")
+        return float(value)
+    if tp is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, not {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {key}")  # pragma: no cover
+
+
+def _build(cls: type, mapping: Mapping[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(mapping) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown key(s) {', '.join(where + k for k in unknown)}; "
+            f"allowed: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in mapping.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _convert(hints[name], value, key)
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+    return obj
+
+
+def config_from_dict(mapping: Mapping[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from a nested mapping (missing keys take defaults)."""
+    return _build(Config, mapping, "")
+
+
+def load_config(path: str | Path = "params.yaml",
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load ``params.yaml`` into a validated :class:`Config`.
+
+    ``overrides`` maps dotted keys to values (``{"level2.shake_sigma": 0.02}``),
+    applied before validation.
+
+    >>> load_config.__name__
+    'load_config'
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        return config_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

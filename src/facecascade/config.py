@@ -69,14 +69,9 @@ class SynthConfig:
 @dataclass(frozen=True)
 class FrameConfig:
     scale: float = 1.0
-    jitter_scale: float = 0.08
-    jitter_aspect: float = 0.08
-    jitter_shift: float = 0.05
 
     def validate(self, key: str) -> None:
         _check(self.scale > 0, f"{key}.scale", self.scale, "> 0")
-        for name in ("jitter_scale", "jitter_aspect", "jitter_shift"):
-            _check(getattr(self, name) >= 0, f"{key}.{name}", getattr(self, name), ">= 0")
 
 
 @dataclass(frozen=True)
@@ -111,9 +106,15 @@ class AugmentConfig:
     small_rotations: tuple[float, ...] = (-5.0, 5.0)
     scales: tuple[float, ...] = (0.9, 1.1)
     translations: tuple[float, ...] = (0.05, 0.05)
+    jitter_scale: float = 0.08
+    jitter_aspect: float = 0.08
+    jitter_shift: float = 0.05
+    jitter_rotation: float = 5.0
 
     def validate(self, key: str) -> None:
         _check(self.copies >= 0, f"{key}.copies", self.copies, ">= 0")
+        for name in ("jitter_scale", "jitter_aspect", "jitter_shift", "jitter_rotation"):
+            _check(getattr(self, name) >= 0, f"{key}.{name}", getattr(self, name), ">= 0")
         _check(len(self.translations) == 2, f"{key}.translations", self.translations,
                "a pair [dx, dy]")
         for s in self.scales:
@@ -121,41 +122,53 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
-class Level1Config:
-    nets: tuple[str, ...] = ("F1", "EN1", "NM1")
-    fusion: dict[str, float] = field(default_factory=lambda: {"F1": 1.0, "EN1": 1.0, "NM1": 1.0})
+class Level1CropsConfig:
     top_fraction: float = 31 / 39
     bottom_fraction: float = 31 / 39
-    local_share: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self, key: str) -> None:
-        _check(set(self.nets) == {"F1", "EN1", "NM1"}, f"{key}.nets", self.nets,
-               "the three nets F1, EN1, NM1")
-        _check(set(self.fusion) == set(self.nets), f"{key}.fusion", self.fusion,
-               f"a weight for each of {self.nets}")
-        for n, w in self.fusion.items():
-            _check(w > 0, f"{key}.fusion.{n}", w, "> 0")
         for name in ("top_fraction", "bottom_fraction"):
             v = getattr(self, name)
             _check(0.3 <= v <= 1.0, f"{key}.{name}", v, "in [0.3, 1]")
 
 
 @dataclass(frozen=True)
-class PatchLevelConfig:
-    windows: tuple[float, float] = (0.16, 0.18)
-    input_size: int = 15
-    shake_sigma: float = 0.01
-    shakes: int = 4
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=128))
+class Level1ModelConfig:
+    fusion: dict[str, float] = field(default_factory=lambda: {"F1": 1.0, "EN1": 1.0, "NM1": 1.0})
+    local_share: bool = False
 
     def validate(self, key: str) -> None:
-        _check(len(self.windows) == 2 and all(0 < w < 1 for w in self.windows),
-               f"{key}.windows", self.windows, "two fractions in (0, 1)")
-        _check(self.input_size >= 12, f"{key}.input_size", self.input_size, ">= 12")
+        _check(set(self.fusion) == {"F1", "EN1", "NM1"}, f"{key}.fusion", self.fusion,
+               "a weight for each of F1, EN1, NM1")
+        for n, w in self.fusion.items():
+            _check(w > 0, f"{key}.fusion.{n}", w, "> 0")
+
+
+@dataclass(frozen=True)
+class Level1Config:
+    crops: Level1CropsConfig = field(default_factory=Level1CropsConfig)
+    model: Level1ModelConfig = field(default_factory=Level1ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class PatchCropsConfig:
+    windows: tuple[float, float] = (0.16, 0.18)
+    shake_sigma: float = 0.01
+    shakes: int = 4
+
+    def validate(self, key: str) -> None:
+        _check(all(0 < w < 1 for w in self.windows), f"{key}.windows", self.windows,
+               "two fractions in (0, 1)")
         _check(self.shake_sigma >= 0, f"{key}.shake_sigma", self.shake_sigma, ">= 0")
-        _check(self.shakes >= 1, f"{key}.shakes", self.shakes, ">= 1")
+        _check(self.shakes >= 0, f"{key}.shakes", self.shakes, ">= 0")
+
+
+@dataclass(frozen=True)
+class PatchLevelConfig:
+    crops: PatchCropsConfig = field(default_factory=PatchCropsConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=128))
 
 
 @dataclass(frozen=True)
@@ -216,8 +229,8 @@ class Config:
     frame: FrameConfig = field(default_factory=FrameConfig)
     level1: Level1Config = field(default_factory=Level1Config)
     level2: PatchLevelConfig = field(default_factory=PatchLevelConfig)
-    level3: PatchLevelConfig = field(
-        default_factory=lambda: PatchLevelConfig(windows=(0.08, 0.09)))
+    level3: PatchLevelConfig = field(default_factory=lambda: PatchLevelConfig(
+        crops=PatchCropsConfig(windows=(0.08, 0.09))))
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)

@@ -1,0 +1,231 @@
+"""Cascade inference over the three levels, and the cascade artifact.
+
+``images + boxes -> level 1 (F1, EN1, NM1) -> weighted fusion (paper eq. 4)
+-> level-2 windows around the fused points -> pair averages -> level 3``,
+batched over faces; :meth:`Cascade.predict` returns the points of every level.
+
+The artifact is a directory::
+
+    manifest.json   format, version, levels, nets (spec summary), params (params.yaml as a dict)
+    weights.pt      {net name: state dict}, loaded with torch.load(weights_only=True)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import geometry as geo
+from .checks import check_boxes
+from .config import Config, config_from_dict
+from .crops import cut, level_net_names, net_windows, standardise
+from .frame import face_frame
+from .io import atomic_path
+from .nets import create_net, get_spec
+
+MANIFEST_FORMAT = "facecascade.cascade"
+MANIFEST_VERSION = 1
+
+
+class Cascade:
+    """A trained (or partly trained) cascade of landmark networks.
+
+    Parameters
+    ----------
+    cfg : Config
+        The parameters the cascade was trained with (frame, regions, windows, fusion).
+    weights : mapping of net name to state dict
+        Weights of every net of levels ``1..levels``.
+    levels : int
+        How many levels the cascade has (1, 2 or 3).
+    device : str or torch.device, optional
+        Where to run the networks; CUDA when available by default.
+    """
+
+    def __init__(self, cfg: Config, weights: Mapping[str, Mapping[str, torch.Tensor]], *,
+                 levels: int, device: str | torch.device | None = None):
+        if levels not in (1, 2, 3):
+            raise ValueError(f"levels == {levels!r}, must be 1, 2 or 3")
+        needed = [n for k in range(1, levels + 1) for n in level_net_names(k)]
+        missing = [n for n in needed if n not in weights]
+        if missing:
+            raise ValueError(f"cascade of {levels} level(s) lacks weights for {missing}")
+        self.cfg = cfg
+        self.levels = levels
+        self.device = torch.device(device) if device is not None else (
+            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.nets: dict[str, torch.nn.Module] = {}
+        for name in needed:
+            net = create_net(name, dropout=0.0,
+                             local_share=cfg.level1.model.local_share and get_spec(name).level == 1)
+            net.load_state_dict(weights[name])
+            self.nets[name] = net.to(self.device).eval()
+
+    @classmethod
+    def untrained(cls, cfg: Config, *, levels: int = 3, seed: int = 0) -> Cascade:
+        """A cascade with freshly initialised weights (for tests and plumbing)."""
+        torch.manual_seed(seed)
+        weights = {}
+        for k in range(1, levels + 1):
+            for name in level_net_names(k):
+                net = create_net(name, local_share=cfg.level1.model.local_share and k == 1)
+                weights[name] = net.state_dict()
+        return cls(cfg, weights, levels=levels)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The JSON manifest describing this cascade."""
+        return {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "levels": self.levels,
+            "nets": {name: {"level": get_spec(name).level,
+                            "input_size": list(get_spec(name).input_size),
+                            "points": list(get_spec(name).points)} for name in self.nets},
+            "params": self.cfg.to_dict(),
+        }
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def _run(self, name: str, grays: Sequence[np.ndarray], image_index: np.ndarray,
+             windows: np.ndarray, batch_size: int) -> np.ndarray:
+        """Absolute points ``(n, k, 2)`` predicted by net ``name`` on its windows."""
+        spec = get_spec(name)
+        maps = geo.window_to_output(windows, spec.input_size)
+        crops = np.empty((len(windows), spec.input_size[1], spec.input_size[0]), np.uint8)
+        for img_i in np.unique(image_index):
+            sel = np.flatnonzero(image_index == img_i)
+            crops[sel] = cut(grays[img_i], maps[sel], spec.input_size)
+        net = self.nets[name]
+        out = np.empty((len(windows), 2 * len(spec.points)), np.float64)
+        for start in range(0, len(windows), batch_size):
+            x = torch.from_numpy(standardise(crops[start:start + batch_size], spec.input_size))
+            out[start:start + batch_size] = net(x.to(self.device)).cpu().numpy()
+        return geo.to_abs(out.reshape(len(windows), -1, 2), windows)
+
+    def predict(self, images: Sequence[np.ndarray], boxes: np.ndarray,
+                image_index: np.ndarray | None = None, *, levels: int | None = None,
+                batch_size: int = 1024) -> dict[int, np.ndarray]:
+        """Points of every level for faces given by their detector boxes.
+
+        Parameters
+        ----------
+        images : sequence of uint8 arrays
+            Grey ``(H, W)`` or BGR ``(H, W, 3)`` images.
+        boxes : array (n, 4)
+            One detector box per face (left, top, right, bottom) in its image's pixels.
+        image_index : array (n,), optional
+            Index into ``images`` of each face; by default face ``i`` is in image ``i``.
+        levels : int, optional
+            Stop after this many levels (default: all of the cascade's).
+
+        Returns
+        -------
+        dict
+            ``{1: (n, 5, 2), 2: ..., 3: ...}`` absolute points after each level.
+        """
+        boxes = check_boxes(boxes)
+        n = len(boxes)
+        image_index = np.arange(n) if image_index is None else np.asarray(image_index, int)
+        if image_index.shape != (n,) or (n and (image_index.min() < 0
+                                                or image_index.max() >= len(images))):
+            raise ValueError(f"image_index must have shape ({n},) with values in "
+                             f"[0, {len(images)}), got {image_index!r}")
+        levels = self.levels if levels is None else levels
+        if not 1 <= levels <= self.levels:
+            raise ValueError(f"levels == {levels}, this cascade has {self.levels}")
+        from .images import to_gray
+
+        grays = [to_gray(np.asarray(im)) for im in images]
+        frames = face_frame(boxes, self.cfg.frame.scale)
+        result: dict[int, np.ndarray] = {}
+        prev = None
+        for k in range(1, levels + 1):
+            prev = result[k] = self.predict_level(k, grays, image_index, frames, prev,
+                                                  batch_size=batch_size)
+        return result
+
+    def predict_level(self, level: int, grays: Sequence[np.ndarray], image_index: np.ndarray,
+                      frames: np.ndarray, prev: np.ndarray | None, *,
+                      batch_size: int = 1024) -> np.ndarray:
+        """Points ``(n, 5, 2)`` after ``level``, from the previous level's points ``prev``.
+
+        Level 1 fuses F1, EN1 and NM1 with the eq. 4 weights of
+        ``level1.model.fusion``; levels 2 and 3 average each point's pair of nets.
+        ``frames`` are the faces' canonical frames (:func:`facecascade.frame.face_frame`).
+        """
+        if level not in self.levels_available:
+            raise ValueError(f"level == {level}, this cascade has levels 1..{self.levels}")
+        n = len(frames)
+        acc = np.zeros((n, 5, 2))
+        weight = np.zeros(5)
+        for name in level_net_names(level):
+            spec = get_spec(name)
+            w = self.cfg.level1.model.fusion[name] if level == 1 else 1.0
+            windows = net_windows(spec, frames, self.cfg, prev)
+            acc[:, list(spec.points)] += w * self._run(name, grays, image_index, windows,
+                                                       batch_size)
+            weight[list(spec.points)] += w
+        return acc / weight[None, :, None]
+
+    @property
+    def levels_available(self) -> range:
+        """The levels this cascade can run (``range(1, levels + 1)``)."""
+        return range(1, self.levels + 1)
+
+
+def save_cascade(cascade: Cascade, path: str | Path, *, extra: Mapping[str, Any] | None = None,
+                 ) -> Path:
+    """Write the cascade artifact directory (``manifest.json`` + ``weights.pt``) atomically."""
+    path = Path(path)
+    manifest = cascade.manifest
+    if extra:
+        manifest["extra"] = dict(extra)
+    with atomic_path(path, directory=True) as tmp:
+        torch.save({n: {k: v.detach().cpu() for k, v in net.state_dict().items()}
+                    for n, net in cascade.nets.items()}, tmp / "weights.pt")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n",
+                                           encoding="utf-8")
+    return path
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Read and check the manifest of a cascade artifact directory."""
+    path = Path(path)
+    mf = path / "manifest.json"
+    if not mf.is_file():
+        raise FileNotFoundError(f"{path}: not a cascade artifact (no manifest.json)")
+    manifest = json.loads(mf.read_text(encoding="utf-8"))
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{mf}: format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise ValueError(f"{mf}: version {manifest.get('version')!r}, "
+                         f"this facecascade reads {MANIFEST_VERSION}")
+    return manifest
+
+
+def load_cascade(path: str | Path, *, device: str | torch.device | None = None) -> Cascade:
+    """Load a cascade artifact directory; weights only, never arbitrary pickles."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+    cfg = config_from_dict(manifest["params"])
+    return Cascade(cfg, weights, levels=int(manifest["levels"]), device=device)
+
+
+def cascade_from_weight_files(cfg: Config, weight_dirs: Sequence[str | Path], *,
+                              levels: int) -> Cascade:
+    """Build a cascade from per-level directories of ``{net}.pt`` state dicts."""
+    weights: dict[str, Any] = {}
+    for k, d in zip(range(1, levels + 1), weight_dirs):
+        for name in level_net_names(k):
+            f = Path(d) / f"{name}.pt"
+            if not f.is_file():
+                raise FileNotFoundError(f"{f}: missing weights of {name} (level {k})")
+            weights[name] = torch.load(f, map_location="cpu", weights_only=True)
+    return Cascade(cfg, weights, levels=levels)

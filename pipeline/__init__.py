@@ -1,0 +1,1 @@
+"""DVC stage entry points (thin: argv -> config -> library -> atomic outputs)."""

@@ -1,0 +1,30 @@
+"""Argv handling shared by the `pipeline/` stage entry points: usage line, exit 1 on bad input."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from .config import Config, ConfigError, load_config
+
+
+def parse_argv(doc: str, names: list[str]) -> tuple[Config, dict[str, str]]:
+    """Load params (first argument) and name the remaining positional arguments.
+
+    Prints ``usage`` and exits 1 when the count is wrong or the params are invalid.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    args = sys.argv[1:]
+    prog = Path(sys.argv[0]).name
+    if len(args) != len(names) + 1:
+        print(f"usage: python pipeline/{prog} PARAMS {' '.join(n.upper() for n in names)}\n"
+              f"{doc.strip()}", file=sys.stderr)
+        sys.exit(1)
+    try:
+        cfg = load_config(args[0])
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        sys.exit(1)
+    return cfg, dict(zip(names, args[1:]))

@@ -1,0 +1,475 @@
+"""The 23 named networks of the cascade: specs, registry and the network module.
+
+Every network is a :class:`NetSpec` (data, not a class) in :data:`SPECS`, generated
+from the layer tables of METHOD.md:
+
+- level 1 (face box): ``F1`` (39x39, all 5 points), ``EN1`` (39 wide x 31 high,
+  LE RE N) and ``NM1`` (39x31, N LM RM); conv 4x4x20, pool, conv 3x3x40, pool,
+  conv 3x3x60, pool, conv 2x2x80, fc 120, fc out.
+- levels 2 and 3 (patches): for each point two nets, ``LE21 LE22 ... RM22`` and
+  ``LE31 ... RM32``; 15x15 input, conv 4x4x20, pool, conv 3x3x40, pool, fc 60, fc 2.
+
+:func:`create_net` builds a :class:`LandmarkNet` from a name. Convolutions are
+unpadded ("valid"), pooling is max 2x2 with stride 2 rounding down, so F1 ends at
+2x2x80 and EN1/NM1 at 2 wide x 1 high x 80 feature maps.
+
+>>> list_nets("LE2*")
+['LE21', 'LE22']
+>>> get_spec("EN1").feature_shapes()[-1]  # (channels, height, width)
+(80, 1, 2)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import math
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facecascade.geometry import POINT_NAMES
+
+#: total number of learnable parameters of the 23 networks reported by the CCNN paper
+PAPER_TOTAL_PARAMETERS = 643_920
+
+REGIONS = ("full", "top", "bottom")
+
+# Layer plans of METHOD.md: (kernel, channels) per conv, pooling after each conv, hidden fcs.
+_LEVEL1_PLAN: dict[str, Any] = {
+    "convs": ((4, 20), (3, 40), (3, 60), (2, 80)),
+    "pool_after": (True, True, True, False),
+    "fcs": (120,),
+}
+_PATCH_PLAN: dict[str, Any] = {
+    "convs": ((4, 20), (3, 40)),
+    "pool_after": (True, True),
+    "fcs": (60,),
+}
+# Level-1 table: name, input (W, H), points, region of the face box.
+_LEVEL1_TABLE = (
+    ("F1", (39, 39), (0, 1, 2, 3, 4), "full"),
+    ("EN1", (39, 31), (0, 1, 2), "top"),
+    ("NM1", (39, 31), (2, 3, 4), "bottom"),
+)
+_PATCH_INPUT = (15, 15)
+# Level-1 convs from this (0-based) index on get locally shared weights when asked.
+_LOCAL_SHARE_FROM = 2
+_LOCAL_SHARE_GRID = (2, 2)
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """Architecture and role of one named network.
+
+    Parameters
+    ----------
+    name : str
+        Registry name, e.g. ``"F1"`` or ``"LE21"``.
+    level : int
+        Cascade level, 1, 2 or 3.
+    points : tuple of int
+        Indices of the points it predicts (0 LE, 1 RE, 2 N, 3 LM, 4 RM).
+    input_size : tuple of int
+        Input ``(width, height)`` in pixels.
+    convs : tuple of (int, int)
+        ``(kernel, channels)`` of each (square, unpadded, stride 1) convolution.
+    pool_after : tuple of bool
+        Whether a 2x2 max pooling (stride 2, floor) follows each convolution.
+    fcs : tuple of int
+        Widths of the hidden fully connected layers (the output layer is added).
+    region : str or None
+        Level 1 only: part of the face frame seen, ``"full"``, ``"top"`` or ``"bottom"``.
+    pair_index : int or None
+        Levels 2 and 3 only: 0 or 1, which of the level's two ``windows`` fractions.
+    """
+
+    name: str
+    level: int
+    points: tuple[int, ...]
+    input_size: tuple[int, int]
+    convs: tuple[tuple[int, int], ...]
+    pool_after: tuple[bool, ...]
+    fcs: tuple[int, ...]
+    region: str | None = None
+    pair_index: int | None = None
+
+    def __post_init__(self) -> None:
+        where = f"NetSpec {self.name!r}"
+        if self.level not in (1, 2, 3):
+            raise ValueError(f"{where}: level == {self.level!r}, must be 1, 2 or 3")
+        if not self.points or any(p not in range(len(POINT_NAMES)) for p in self.points):
+            raise ValueError(f"{where}: points == {self.points!r}, must be indices in 0..4")
+        if len(self.pool_after) != len(self.convs):
+            raise ValueError(f"{where}: pool_after has {len(self.pool_after)} entries "
+                             f"for {len(self.convs)} convs")
+        if self.level == 1:
+            if self.region not in REGIONS or self.pair_index is not None:
+                raise ValueError(f"{where}: level 1 needs region in {REGIONS} and no pair_index")
+        elif self.pair_index not in (0, 1) or self.region is not None:
+            raise ValueError(f"{where}: levels 2 and 3 need pair_index 0 or 1 and no region")
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of outputs, ``2 * len(points)`` (x0, y0, x1, y1, ...)."""
+        return 2 * len(self.points)
+
+    @property
+    def point_names(self) -> tuple[str, ...]:
+        """Names of the predicted points, e.g. ``("LE", "RE", "N")``."""
+        return tuple(POINT_NAMES[p] for p in self.points)
+
+    def feature_shapes(
+        self, input_size: int | tuple[int, int] | None = None
+    ) -> list[tuple[int, int, int]]:
+        """``(channels, height, width)`` after each conv stage (after its pooling, if any).
+
+        Parameters
+        ----------
+        input_size : int or (int, int), optional
+            Input ``(width, height)`` (an int for squares) instead of the spec's.
+
+        Raises
+        ------
+        ValueError
+            If the input is too small for the layer plan.
+
+        Examples
+        --------
+        >>> get_spec("F1").feature_shapes()
+        [(20, 18, 18), (40, 8, 8), (60, 3, 3), (80, 2, 2)]
+        """
+        return [(ch, h, w) for ch, _, (h, w) in _conv_stages(self, _size(self, input_size))]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (lists for tuples), fit for JSON and ``torch.load(weights_only=True)``."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _size(spec: NetSpec, input_size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """Normalise an input size override to ``(width, height)``."""
+    if input_size is None:
+        return spec.input_size
+    if isinstance(input_size, int):
+        return (input_size, input_size)
+    w, h = (int(v) for v in input_size)
+    return (w, h)
+
+
+def _conv_stages(
+    spec: NetSpec, size: tuple[int, int]
+) -> list[tuple[int, tuple[int, int], tuple[int, int]]]:
+    """Per conv: channels, ``(h, w)`` after the conv and ``(h, w)`` after its pooling."""
+    w, h = size
+    stages = []
+    for i, ((k, ch), pool) in enumerate(zip(spec.convs, spec.pool_after, strict=True)):
+        conv_hw = (h - k + 1, w - k + 1)
+        h, w = (conv_hw[0] // 2, conv_hw[1] // 2) if pool else conv_hw
+        if min(conv_hw) < 1 or min(h, w) < 1:
+            raise ValueError(
+                f"{spec.name}: input (width, height) == {size} is too small: conv{i + 1} "
+                f"({k}x{k}{', pool 2' if pool else ''}) leaves a {w}x{h} map")
+        stages.append((ch, conv_hw, (h, w)))
+    return stages
+
+
+def _build_specs() -> dict[str, NetSpec]:
+    """The 23 specs from METHOD.md's tables (level 1 rows, then level x point x pair)."""
+    specs = [NetSpec(name=name, level=1, points=points, input_size=size, region=region,
+                     **_LEVEL1_PLAN)
+             for name, size, points, region in _LEVEL1_TABLE]
+    specs += [NetSpec(name=f"{point}{level}{pair + 1}", level=level, points=(p,),
+                      input_size=_PATCH_INPUT, pair_index=pair, **_PATCH_PLAN)
+              for level in (2, 3)
+              for p, point in enumerate(POINT_NAMES)
+              for pair in (0, 1)]
+    return {spec.name: spec for spec in specs}
+
+
+#: the 23 networks by name, in canonical order (F1, EN1, NM1, LE21, LE22, RE21, ..., RM32)
+SPECS: Mapping[str, NetSpec] = types.MappingProxyType(_build_specs())
+
+
+def get_spec(name: str) -> NetSpec:
+    """The :class:`NetSpec` called ``name``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the closest valid names.
+
+    Examples
+    --------
+    >>> get_spec("N31").points
+    (2,)
+    """
+    try:
+        return SPECS[name]
+    except (KeyError, TypeError):
+        pass
+    upper = {n.upper(): n for n in SPECS}
+    close = difflib.get_close_matches(str(name).upper(), list(upper), n=5, cutoff=0.5)
+    hint = (f"; did you mean {', '.join(upper[c] for c in close)}?" if close
+            else f"; valid names: {', '.join(SPECS)}")
+    raise ValueError(f"unknown network {name!r}{hint}")
+
+
+def list_nets(pattern: str = "*") -> list[str]:
+    """Names matching an fnmatch ``pattern`` (case-insensitive), in canonical order.
+
+    The order is F1, EN1, NM1, then levels 2 and 3 by point (LE, RE, N, LM, RM)
+    and pair.
+
+    Examples
+    --------
+    >>> list_nets("*1")[:4]
+    ['F1', 'EN1', 'NM1', 'LE21']
+    >>> len(list_nets())
+    23
+    """
+    pat = pattern.upper()
+    return [n for n in SPECS if fnmatch.fnmatchcase(n.upper(), pat)]
+
+
+def _xavier_(weight: torch.Tensor, fan_in: int, fan_out: int) -> None:
+    """Glorot-uniform fill in place: U(-a, a), ``a = sqrt(6 / (fan_in + fan_out))``."""
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        weight.uniform_(-bound, bound)
+
+
+class LocallySharedConv2d(nn.Module):
+    """Convolution whose weights are shared only within each region of a grid.
+
+    The output map is split into ``grid = (rows, cols)`` near-equal regions
+    (boundaries ``i * size // n``); each region has its own kernel and bias and is
+    computed by an ordinary convolution over the input slice it needs, then the
+    regions are stitched together. With ``grid=(1, 1)`` it is a plain
+    :class:`torch.nn.Conv2d` (unpadded, stride 1). This is the locally shared
+    convolution of Sun et al. 2013 for the upper layers of the level-1 nets.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels in and out.
+    kernel_size : int
+        Side of the square kernel.
+    grid : (int, int)
+        Regions along height and width.
+
+    Examples
+    --------
+    >>> conv = LocallySharedConv2d(3, 8, 3, grid=(2, 2))
+    >>> tuple(conv(torch.zeros(1, 3, 8, 8)).shape)
+    (1, 8, 6, 6)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
+                 grid: tuple[int, int] = (2, 2)) -> None:
+        super().__init__()
+        if min(grid) < 1:
+            raise ValueError(f"grid == {grid!r}, must be two positive ints")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.grid = (int(grid[0]), int(grid[1]))
+        gh, gw = self.grid
+        k = kernel_size
+        self.weight = nn.Parameter(torch.empty(gh, gw, out_channels, in_channels, k, k))
+        self.bias = nn.Parameter(torch.zeros(gh, gw, out_channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform weights (the fans of one region's kernel), zero biases."""
+        k2 = self.kernel_size ** 2
+        _xavier_(self.weight, self.in_channels * k2, self.out_channels * k2)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size
+        gh, gw = self.grid
+        h_out, w_out = x.shape[-2] - k + 1, x.shape[-1] - k + 1
+        if h_out < gh or w_out < gw:
+            raise ValueError(f"LocallySharedConv2d: output {h_out}x{w_out} (h x w) is smaller "
+                             f"than the grid {gh}x{gw}")
+        rows = [i * h_out // gh for i in range(gh + 1)]
+        cols = [j * w_out // gw for j in range(gw + 1)]
+        stripes = []
+        for i in range(gh):
+            r0, r1 = rows[i], rows[i + 1]
+            parts = [F.conv2d(x[..., r0:r1 + k - 1, cols[j]:cols[j + 1] + k - 1],
+                              self.weight[i, j], self.bias[i, j])
+                     for j in range(gw)]
+            stripes.append(torch.cat(parts, dim=-1))
+        return torch.cat(stripes, dim=-2)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"grid={self.grid}")
+
+
+class LandmarkNet(nn.Module):
+    """A cascade network built from its :class:`NetSpec` alone.
+
+    Layers: for each conv, convolution + ReLU (+ 2x2 max pooling where the plan
+    says); flatten; for each hidden fc, linear + ReLU + dropout; a final linear
+    layer with ``spec.n_outputs`` outputs. Weights are Xavier-uniform, biases zero.
+
+    Parameters
+    ----------
+    spec : NetSpec
+        The architecture.
+    dropout : float
+        Dropout probability after each hidden fully connected layer.
+    local_share : bool
+        Level-1 nets only: locally shared weights (2x2 grid, or fewer regions when
+        the map is smaller) in conv3 and conv4.
+    input_size : int or (int, int), optional
+        Input ``(width, height)`` instead of ``spec.input_size``.
+
+    Input is ``(B, 1, H, W)`` float32 (standardised crops); output is ``(B, 2k)``
+    relative coordinates ``x0, y0, x1, y1, ...`` of ``spec.points``.
+    """
+
+    def __init__(self, spec: NetSpec, dropout: float = 0.25, local_share: bool = False,
+                 input_size: int | tuple[int, int] | None = None) -> None:
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout == {dropout!r}, must be in [0, 1)")
+        if local_share and spec.level != 1:
+            raise ValueError(f"{spec.name}: local_share is for level-1 nets only "
+                             f"(F1, EN1, NM1), not level {spec.level}")
+        self.spec = spec
+        self.local_share = local_share
+        self.input_size = _size(spec, input_size)
+        stages = _conv_stages(spec, self.input_size)
+
+        layers: list[nn.Module] = []
+        in_ch = 1
+        for i, ((k, ch), pool, (_, conv_hw, _)) in enumerate(
+                zip(spec.convs, spec.pool_after, stages, strict=True)):
+            if local_share and i >= _LOCAL_SHARE_FROM:
+                # fewer regions where the map is smaller than the grid (EN1/NM1 conv4: 2x1)
+                grid = (min(_LOCAL_SHARE_GRID[0], conv_hw[0]),
+                        min(_LOCAL_SHARE_GRID[1], conv_hw[1]))
+                layers.append(LocallySharedConv2d(in_ch, ch, k, grid=grid))
+            else:
+                layers.append(nn.Conv2d(in_ch, ch, k))
+            layers.append(nn.ReLU())
+            if pool:
+                layers.append(nn.MaxPool2d(2, stride=2))
+            in_ch = ch
+        self.features = nn.Sequential(*layers)
+
+        ch, _, (h, w) = stages[-1]
+        width = ch * h * w
+        head: list[nn.Module] = [nn.Flatten()]
+        for hidden in spec.fcs:
+            head += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
+            width = hidden
+        head.append(nn.Linear(width, spec.n_outputs))
+        self.head = nn.Sequential(*head)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, LocallySharedConv2d):
+                m.reset_parameters()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, h = self.input_size
+        if x.dim() != 4 or tuple(x.shape[1:]) != (1, h, w):
+            raise ValueError(f"{self.spec.name} expects input (B, 1, {h}, {w}), "
+                             f"got {tuple(x.shape)}")
+        return self.head(self.features(x))
+
+
+def create_net(name: str, *, dropout: float = 0.25, local_share: bool = False,
+               input_size: int | tuple[int, int] | None = None) -> LandmarkNet:
+    """Build the network called ``name`` (see :func:`list_nets`).
+
+    Parameters
+    ----------
+    name : str
+        Registry name, e.g. ``"F1"``, ``"EN1"``, ``"LE21"``.
+    dropout : float
+        Dropout after the hidden fully connected layers (METHOD.md: 0.25).
+    local_share : bool
+        Level-1 nets only: locally shared weights in conv3 and conv4.
+    input_size : int or (int, int), optional
+        Input ``(width, height)`` instead of the spec's (e.g. ``level2.input_size``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (listing close matches), ``local_share`` on a patch
+        net, or an input too small for the layer plan.
+
+    Examples
+    --------
+    >>> net = create_net("LE21")
+    >>> tuple(net(torch.zeros(3, 1, 15, 15)).shape)
+    (3, 2)
+    """
+    return LandmarkNet(get_spec(name), dropout=dropout, local_share=local_share,
+                       input_size=input_size)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of learnable parameters of ``model``.
+
+    >>> count_parameters(create_net("LE21"))
+    17362
+    """
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def parameter_table(local_share: bool = False) -> list[tuple[str, int]]:
+    """``(name, parameters)`` of the 23 networks, then a final ``("total", sum)`` row.
+
+    ``local_share`` applies to the level-1 nets only (patch nets are plain).
+
+    >>> parameter_table()[-1]
+    ('total', 572622)
+    """
+    rows = [(name, count_parameters(
+        create_net(name, local_share=local_share and SPECS[name].level == 1)))
+        for name in SPECS]
+    return rows + [("total", sum(n for _, n in rows))]
+
+
+def format_parameter_table(local_share: bool = False) -> str:
+    """Text table of :func:`parameter_table` with the total beside the paper's 643,920.
+
+    >>> print(format_parameter_table().splitlines()[0])
+    network  level  outputs  parameters
+    """
+    rows = parameter_table(local_share=local_share)
+    lines = [f"{'network':<7}  {'level':>5}  {'outputs':>7}  {'parameters':>10}"]
+    for name, n in rows[:-1]:
+        spec = SPECS[name]
+        lines.append(f"{name:<7}  {spec.level:>5}  {spec.n_outputs:>7}  {n:>10,}")
+    total = rows[-1][1]
+    ratio = total / PAPER_TOTAL_PARAMETERS
+    lines.append(f"{'total':<7}  {'':>5}  {'':>7}  {total:>10,}")
+    lines.append(f"{'paper':<7}  {'':>5}  {'':>7}  {PAPER_TOTAL_PARAMETERS:>10,}"
+                 f"  (ours = {ratio:.1%} of the paper's; "
+                 f"local_share={'on' if local_share else 'off'})")
+    return "\n".join(lines)

@@ -222,7 +222,7 @@ def cascade_from_weight_files(cfg: Config, weight_dirs: Sequence[str | Path], *,
                               levels: int) -> Cascade:
     """Build a cascade from per-level directories of ``{net}.pt`` state dicts."""
     weights: dict[str, Any] = {}
-    for k, d in zip(range(1, levels + 1), weight_dirs):
+    for k, d in zip(range(1, levels + 1), weight_dirs, strict=False):
         for name in level_net_names(k):
             f = Path(d) / f"{name}.pt"
             if not f.is_file():

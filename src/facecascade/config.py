@@ -271,7 +271,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             return tuple(_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{key} must have {len(args)} items, got {len(value)}")
-        return tuple(_convert(t, v, f"{key}[{i}]") for i, (t, v) in enumerate(zip(args, value)))
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_convert(t, v, f"{key}[{i}]") for i, (t, v) in pairs)
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key} must be a mapping, not {type(value).__name__}")

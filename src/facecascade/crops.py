@@ -86,17 +86,39 @@ def cut(image_gray: np.ndarray, matrices: np.ndarray, out_size: tuple[int, int])
     return out
 
 
-def standardise(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Standardise uint8 crops ``(b, H*W)`` or ``(b, H, W)`` to float32 ``(b, 1, H, W)``.
+def standardise(pixels: np.ndarray, size: tuple[int, int], *,
+                min_std: float = 1e-3 * 255) -> np.ndarray:
+    """Per-crop standardisation: minus the crop's mean, divided by its std.
 
-    Each crop has its own mean subtracted and is divided by its own standard
-    deviation (floored at 1, i.e. 1/255 of the range, for flat crops).
+    Parameters
+    ----------
+    pixels : ndarray
+        Grey crops, ``(b, H*W)`` row-major or ``(b, H, W)``, usually uint8.
+    size : (int, int)
+        Crop ``(width, height)``.
+    min_std : float
+        Floor of the std (in grey levels), so flat crops map to zeros, not NaN.
+
+    Returns
+    -------
+    ndarray
+        float32 ``(b, 1, H, W)``.
+
+    Examples
+    --------
+    >>> x = standardise(np.array([[0, 255, 0, 255]], dtype=np.uint8), (2, 2))
+    >>> x.shape, x.ravel().tolist()
+    ((1, 1, 2, 2), [-1.0, 1.0, -1.0, 1.0])
     """
     w, h = size
-    x = np.asarray(pixels, dtype=np.float32).reshape(-1, 1, h, w)
+    pixels = np.asarray(pixels)
+    if pixels.ndim not in (2, 3) or pixels.shape[1:] not in ((h * w,), (h, w)):
+        raise ValueError(f"pixels of shape {pixels.shape} do not hold crops of width {w} and "
+                         f"height {h}: expected (b, {h * w}) or (b, {h}, {w})")
+    x = pixels.reshape(len(pixels), 1, h, w).astype(np.float32)
     mean = x.mean(axis=(1, 2, 3), keepdims=True)
-    std = np.maximum(x.std(axis=(1, 2, 3), keepdims=True), 1.0)
-    return (x - mean) / std
+    std = x.std(axis=(1, 2, 3), keepdims=True)
+    return (x - mean) / np.maximum(std, np.float32(min_std))
 
 
 # ---------------------------------------------------------------------------- augmentation
@@ -312,7 +334,8 @@ def write_level_crops(level: int, faces: pd.DataFrame, root: str | Path, out_dir
     splits = ("train", "val")
     counts = {n: dict.fromkeys(splits, 0) for n in names}
     rng = np.random.default_rng([cfg.resources.seed, level])
-    with atomic_path(out_dir, directory=True) as tmp_dir, _TableSet(names, splits, tmp_dir) as tables:
+    with (atomic_path(out_dir, directory=True) as tmp_dir,
+          _TableSet(names, splits, tmp_dir) as tables):
         for done, (pos, gray) in enumerate(iter_face_images(
                 faces, root, max_pixels=cfg.data.max_image_pixels), start=1):
             split = faces["split"].iloc[pos]

@@ -197,9 +197,10 @@ def draw_predictions(points: pd.DataFrame, requests: Sequence[FaceRequest], out_
         for row in group.itertuples(index=False):
             pts = np.array([[getattr(row, f"x{i}"), getattr(row, f"y{i}")] for i in range(1, 6)])
             img = draw_points(img, pts)
-            l, t, r, b = (int(round(getattr(row, c))) for c in
-                          ("box_left", "box_top", "box_right", "box_bottom"))
-            cv2.rectangle(img, (l, t), (r, b), (255, 160, 0), max(1, img.shape[1] // 300))
+            left, top, right, bottom = (int(round(getattr(row, c))) for c in
+                                        ("box_left", "box_top", "box_right", "box_bottom"))
+            cv2.rectangle(img, (left, top), (right, bottom), (255, 160, 0),
+                          max(1, img.shape[1] // 300))
         target = out_dir / Path(path).with_suffix(".png")
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:

@@ -27,4 +27,4 @@ def parse_argv(doc: str, names: list[str]) -> tuple[Config, dict[str, str]]:
     except ConfigError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         sys.exit(1)
-    return cfg, dict(zip(names, args[1:]))
+    return cfg, dict(zip(names, args[1:], strict=False))

@@ -1,0 +1,114 @@
+"""Crops: every augmented crop shows each point exactly where its target says."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from facecascade.config import Config
+from facecascade.crops import (
+    crop_schema,
+    face_samples,
+    level_net_names,
+    net_windows,
+    read_crop_table,
+    samples_to_table,
+    standardise,
+)
+from facecascade.frame import face_frame
+from facecascade.nets import get_spec
+
+POINTS = np.array([[40.0, 45.0], [72.0, 47.0], [57.0, 62.0], [44.0, 80.0], [70.0, 81.0]])
+BOX = np.array([25.0, 25.0, 90.0, 105.0])
+
+
+def dot_image(point: np.ndarray, size=(128, 128)) -> np.ndarray:
+    """A dark image with a smooth bright blob at ``point`` (sub-pixel exact)."""
+    yy, xx = np.mgrid[0:size[1], 0:size[0]]
+    d2 = (xx - point[0]) ** 2 + (yy - point[1]) ** 2
+    return (255 * np.exp(-d2 / (2 * 2.5 ** 2))).astype(np.uint8)
+
+
+def blob_centre(crop: np.ndarray) -> np.ndarray:
+    w = crop.astype(float)
+    w = np.where(w > 0.5 * w.max(), w, 0)
+    ys, xs = np.mgrid[0:crop.shape[0], 0:crop.shape[1]]
+    return np.array([(xs * w).sum() / w.sum(), (ys * w).sum() / w.sum()])
+
+
+@pytest.mark.parametrize("point", [0, 2, 4])
+def test_level1_targets_match_the_pixels_for_every_augmentation(point):
+    cfg = Config()
+    img = dot_image(POINTS[point])
+    samples = face_samples(1, img, POINTS, BOX, 7, cfg, np.random.default_rng(0), train=True)
+    s = samples["F1"]
+    aug = cfg.level1.crops.augment
+    expected = 1 + 1 + len(aug.rotations) + len(aug.small_rotations) + len(aug.scales) + 4 \
+        + aug.copies
+    assert len(s.face_id) == expected and (s.face_id == 7).all()
+    assert list(s.aug_id) == list(range(expected))
+    for i in range(expected):
+        crop = s.pixels[i].reshape(39, 39)
+        target = s.target[i].reshape(5, 2)
+        # a mirrored face swaps labels: find which label sits on our blob
+        dists = [np.linalg.norm(blob_centre(crop) - (t * 39 - 0.5)) for t in target]
+        assert min(dists) < 0.6, (i, dists)
+    # mirror (aug 1) swaps left/right labels: the blob of LE shows as RE
+    if point == 0:
+        mirrored = s.target[1].reshape(5, 2)
+        crop = s.pixels[1].reshape(39, 39)
+        assert np.linalg.norm(blob_centre(crop) - (mirrored[1] * 39 - 0.5)) < 0.6
+
+
+def test_validation_crops_are_only_the_plain_copy():
+    s = face_samples(1, dot_image(POINTS[0]), POINTS, BOX, 0, Config(), np.random.default_rng(0),
+                     train=False)
+    assert all(len(v.face_id) == 1 for v in s.values())
+    assert set(s) == {"F1", "EN1", "NM1"}
+    assert s["EN1"].pixels.shape == (1, 39 * 31)
+    assert s["EN1"].target.shape == (1, 6)
+
+
+def test_patch_crops_are_centred_on_previous_prediction_and_shaken():
+    cfg = Config()
+    prev = POINTS + np.array([2.0, -1.5])  # a level-1 error to be corrected
+    img = dot_image(POINTS[2])
+    s = face_samples(2, img, POINTS, BOX, 3, cfg, np.random.default_rng(1), train=True,
+                     prev_points=prev)
+    assert set(s) == set(level_net_names(2))
+    n21 = s["N21"]
+    assert len(n21.face_id) == 1 + cfg.level2.crops.shakes
+    side = np.sqrt(65 * 80)
+    np.testing.assert_allclose(n21.win_wh[0], [2 * 0.16 * side] * 2, rtol=1e-5)
+    # unshaken window is centred on the previous estimate: target = 0.5 - error / window
+    t0 = n21.target[0]
+    np.testing.assert_allclose(t0, 0.5 - np.array([2.0, -1.5]) / n21.win_wh[0], atol=1e-5)
+    assert not np.allclose(n21.target[1], t0)  # shaken
+    for i in range(len(n21.face_id)):
+        crop = n21.pixels[i].reshape(15, 15)
+        assert np.linalg.norm(blob_centre(crop) - (n21.target[i] * 15 - 0.5)) < 0.6
+
+
+def test_patch_windows_need_previous_points():
+    with pytest.raises(ValueError, match="previous level"):
+        net_windows(get_spec("LE21"), face_frame(BOX[None]), Config())
+
+
+def test_table_round_trip(tmp_path):
+    s = face_samples(1, dot_image(POINTS[0]), POINTS, BOX, 5, Config(), np.random.default_rng(0),
+                     train=True)
+    spec = get_spec("NM1")
+    table = samples_to_table(spec, [s["NM1"], s["NM1"]])
+    assert table.schema == crop_schema(spec)
+    pq.write_table(table, tmp_path / "t.parquet")
+    cols = read_crop_table(tmp_path / "t.parquet")
+    np.testing.assert_array_equal(cols["pixels"][: len(s["NM1"].pixels)], s["NM1"].pixels)
+    np.testing.assert_allclose(cols["target"][:3], s["NM1"].target[:3])
+    assert cols["iod"].dtype == np.float32
+
+
+def test_standardise():
+    x = standardise(np.arange(15 * 15, dtype=np.uint8).reshape(1, 225) % 7, (15, 15))
+    assert x.shape == (1, 1, 15, 15)
+    assert abs(float(x.mean())) < 1e-5 and abs(float(x.std()) - 1) < 1e-4
+    flat = standardise(np.full((2, 225), 9, np.uint8), (15, 15))
+    assert np.all(flat == 0)

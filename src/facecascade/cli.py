@@ -99,7 +99,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     cfg = _cfg(args)
     requests = _requests(args)
-    cascade = load_model(args.model)
+    cascade = load_model(args.model, cfg=cfg)
     points, problems = predict_requests(cascade, requests, max_pixels=cfg.serve.max_image_pixels,
                                         all_levels=args.all_levels, progress=not args.quiet)
     for p in problems.itertuples(index=False):
@@ -132,7 +132,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
     from .inference import load_model
 
-    path = export_onnx(load_model(args.model), args.out)
+    path = export_onnx(load_model(args.model, cfg=_cfg(args)), args.out)
     print(f"exported {path}")
     return 0
 

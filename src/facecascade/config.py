@@ -192,8 +192,10 @@ class ResourcesConfig:
     max_failures: int = 2
     seed: int = 0
     torch_threads: int = 1
+    storage_path: str = "ray_results"
 
     def validate(self, key: str) -> None:
+        _check(bool(self.storage_path), f"{key}.storage_path", self.storage_path, "non-empty")
         _check(self.cpus_per_net > 0, f"{key}.cpus_per_net", self.cpus_per_net, "> 0")
         _check(self.gpus_per_net >= 0, f"{key}.gpus_per_net", self.gpus_per_net, ">= 0")
         _check(self.max_concurrent >= 0, f"{key}.max_concurrent", self.max_concurrent, ">= 0")

@@ -74,7 +74,7 @@ def evaluate_list(model: str | Path, *, fmt: str, root: str | Path, list_path: s
     faces, rejects = read_list(fmt, root=root, list_path=list_path, boxes_path=boxes_path)
     if len(faces) == 0:
         raise ValueError(f"{list_path}: no usable face ({len(rejects)} rejected)")
-    cascade = load_model(model)
+    cascade = load_model(model, cfg=cfg)
     gt, boxes = faces_to_arrays(faces)
     if not np.isfinite(boxes).all():
         raise ValueError(f"{list_path}: evaluation needs a box for every face")

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .cascade import Cascade, load_cascade
+from .config import Config
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,17 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".g
 XY_COLUMNS = [f"{a}{i}" for i in range(1, 6) for a in ("x", "y")]
 
 
-def load_model(spec: str | Path) -> Cascade:
-    """Load a cascade from a local artifact directory or an MLflow model URI."""
+def load_model(spec: str | Path, *, cfg: Config | None = None) -> Cascade:
+    """Load a cascade from a local artifact directory or an MLflow model URI.
+
+    For a URI, the tracking server is ``MLFLOW_TRACKING_URI`` or else
+    ``cfg.mlflow.tracking_uri`` (relative SQLite paths against the working directory).
+    """
     text = str(spec)
     if text.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
-        from .tracking import download_cascade
+        from .tracking import configure, download_cascade
 
+        configure(cfg or Config(), project_dir=Path.cwd())
         return load_cascade(download_cascade(text))
     path = Path(text)
     if not path.exists():

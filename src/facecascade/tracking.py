@@ -1094,3 +1094,33 @@ def child_runs(client: MlflowClient, parent_id: str) -> Iterable[Any]:
     return client.search_runs([parent.info.experiment_id],
                               filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
                               order_by=["attributes.start_time ASC"])
+
+
+def download_cascade(model_uri: str, *, dst: str | Path | None = None) -> Path:
+    """Download a logged cascade model (``models:/name@alias``, ``runs:/...``) and return
+    the cascade artifact directory inside it (the one holding ``manifest.json``).
+
+    The tracking URI is MLflow's current one (``MLFLOW_TRACKING_URI`` or :func:`configure`).
+    """
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=model_uri, dst_path=None if dst is None else str(dst)))
+    found = sorted(local.rglob("manifest.json"))
+    if not found:
+        raise FileNotFoundError(f"{model_uri}: no cascade artifact (manifest.json) in the model")
+    return found[0].parent
+
+
+def lineage(cfg: Config, *, project_dir: str | Path, data_file: str = "data.dvc"
+            ) -> dict[str, str]:
+    """Lineage tags of a pipeline run: git commit, ``data.dvc`` hash, params hash, and the
+    pipeline key derived from the three (which finds the parent run across stages)."""
+    project_dir = Path(project_dir)
+    dvc_file = project_dir / data_file
+    data_md5 = dvc_file_md5(dvc_file) if dvc_file.is_file() else "none"
+    commit = git_commit(project_dir)
+    phash = params_hash(cfg)
+    return {"git_commit": commit, "data_dvc_md5": data_md5, "params_hash": phash,
+            "pipeline_key": pipeline_key(git_commit=commit, params_hash=phash,
+                                         data_md5=data_md5)}

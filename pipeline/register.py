@@ -1,0 +1,47 @@
+"""Stage register: the trained cascade as one artifact, logged, registered and maybe promoted.
+
+Writes OUT_DIR (models/cascade: manifest.json + weights.pt), logs it as an MLflow pyfunc
+model of the pipeline run with the per-level validation metrics, marks the pipeline run
+FINISHED, registers a new version of mlflow.model_name tagged with its lineage (git commit,
+data.dvc hash, params hash), and moves the alias `champion` to it only if its validation
+NME beats the current champion's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from facecascade import tracking
+from facecascade.cascade import cascade_from_weight_files, save_cascade
+from facecascade.stage import parse_argv
+
+
+def main() -> None:
+    cfg, paths = parse_argv(__doc__, ["models_dir", "metrics", "out_dir"])
+    project = Path.cwd()
+    models = Path(paths["models_dir"])
+    report = json.loads(Path(paths["metrics"]).read_text(encoding="utf-8"))["levels"]
+    val_nme = float(report["level3"]["nme_iod"])
+    client = tracking.configure(cfg, project_dir=project)
+    lineage = tracking.lineage(cfg, project_dir=project)
+    cascade = cascade_from_weight_files(cfg, [models / f"level{k}" for k in (1, 2, 3)], levels=3)
+    save_cascade(cascade, paths["out_dir"], extra={"lineage": lineage, "validation": report})
+    parent = tracking.parent_run(client, tracking.experiment_id(client, cfg.mlflow.experiment),
+                                 lineage["pipeline_key"], tags=lineage)
+    with tracking.fail_on_error(client, parent):
+        for level, values in report.items():
+            for metric in ("nme_iod", "nme_box", "failure_rate", "auc"):
+                client.log_metric(parent, f"val_{level}_{metric}", float(values[metric]))
+        model_uri = tracking.log_cascade_model(client, parent, paths["out_dir"], cfg,
+                                               tags=lineage)
+    tracking.finish_run(client, parent, "FINISHED")
+    version = tracking.register_cascade(model_uri, name=cfg.mlflow.model_name, val_nme=val_nme,
+                                        lineage=lineage, client=client)
+    promoted = tracking.promote_if_better(client, cfg.mlflow.model_name, version, val_nme)
+    print(f"registered {cfg.mlflow.model_name} version {version} (val NME "
+          f"{100 * val_nme:.2f}%); champion {'moved to it' if promoted else 'unchanged'}")
+
+
+if __name__ == "__main__":
+    main()

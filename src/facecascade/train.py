@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from facecascade.config import TrainConfig
 from facecascade.crops import standardise
@@ -53,6 +52,18 @@ _CHECKPOINT_KEYS = ("format", "name", "model", "optimizer", "epoch", "step", "be
 def default_device() -> torch.device:
     """``cuda`` when a GPU is available, else ``cpu``."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def euclidean_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Paper eq. 6's data term as Caffe's EuclideanLoss: ``1/(2m) sum ||pred - target||^2``.
+
+    Summed over a net's coordinates and averaged over the batch of ``m``; the L2
+    term of eq. 6 is the optimiser's weight decay.
+
+    >>> float(euclidean_loss(torch.zeros(2, 4), torch.ones(2, 4)))
+    2.0
+    """
+    return 0.5 * ((pred - target) ** 2).sum(dim=1).mean()
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -292,7 +303,7 @@ def fit_one(
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = F.mse_loss(model(x), y)
+            loss = euclidean_loss(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -1,0 +1,162 @@
+"""The whole pipeline, for real: `dvc repro` on a tiny procedural set in a copy of the project.
+
+Real DVC, a real local Ray (started by the train stages), a real MLflow SQLite store and
+registry. Checks: every stage ran; MLflow holds one pipeline run with 3 level runs and 23
+network runs; the registered version carries its lineage tags and the champion alias;
+`models:/facecascade@champion` predicts 5 points; a second `dvc repro` has nothing to do;
+editing a level-3 parameter reruns only level 3 and what follows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = {
+    "synth.n_faces": 60, "synth.image_size": 96,
+    "level1.train.epochs": 2, "level2.train.epochs": 2, "level3.train.epochs": 2,
+    "level1.crops.augment.copies": 0, "level2.crops.shakes": 1, "level3.crops.shakes": 1,
+    "resources.cpus_per_net": 0.5, "evaluate.grid_faces": 2,
+}
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
+    return out
+
+
+def set_params(path: Path, values: dict) -> None:
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in values.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A git + DVC copy of the project's tracked files, with tiny params, after `dvc repro`."""
+    proj = tmp_path_factory.mktemp("pipeline") / "proj"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        src = ROOT / f
+        if src.is_file() and not f.startswith(("data/", "tests/")):
+            (proj / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, proj / f)
+    set_params(proj / "params.yaml", TINY)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
+    env.update({"DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"})
+    bin_dir = Path(sys.executable).parent
+    run(["git", "init", "-q"], proj, env)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], proj, env)
+    run([str(bin_dir / "facecascade"), "synth", "--out", "data/raw"], proj, env)
+    run([str(bin_dir / "dvc"), "commit", "-q", "-f", "data.dvc"], proj, env)
+    run(["git", "add", "-A"], proj, env)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny"], proj, env)
+    log = run([str(bin_dir / "dvc"), "repro"], proj, env, timeout=1500)
+    return proj, env, log
+
+
+def test_every_stage_ran_and_wrote_its_outputs(project):
+    proj, _, log = project
+    for stage in ["ingest", "crops@1", "train@1", "predict@1", "crops@2", "train@2",
+                  "predict@2", "crops@3", "train@3", "predict@3", "evaluate", "register"]:
+        assert f"Running stage '{stage}'" in log
+    metrics = json.loads((proj / "outputs/metrics.json").read_text())["levels"]
+    assert set(metrics) == {"level1", "level2", "level3", "baseline"}
+    for name in ("ced.png", "point_errors.png", "best_faces.png", "worst_faces.png"):
+        assert (proj / "outputs/plots" / name).stat().st_size > 1000
+    assert (proj / "models/cascade/manifest.json").is_file()
+    # no temp files left behind by atomic writes
+    assert not list(proj.glob("outputs/**/*.tmp")) and not list(proj.glob("models/**/*.tmp"))
+
+
+def test_mlflow_holds_23_network_runs_under_3_level_runs(project):
+    proj, env, _ = project
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{proj / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("facecascade")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    by_parent: dict[str | None, list] = {}
+    for r in runs:
+        by_parent.setdefault(r.data.tags.get("mlflow.parentRunId"), []).append(r)
+    parents = by_parent[None]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    levels = by_parent[parents[0].info.run_id]
+    assert sorted(r.info.run_name for r in levels) == ["level1", "level2", "level3"]
+    nets = [r for lv in levels for r in by_parent.get(lv.info.run_id, [])]
+    assert len(nets) == 23
+    assert all(r.info.status == "FINISHED" for r in nets)
+    assert all(client.get_metric_history(r.info.run_id, "val_nme") for r in nets[:3])
+
+
+def test_registered_version_has_lineage_and_predicts(project, tmp_path):
+    proj, env, _ = project
+    import mlflow
+
+    uri = f"sqlite:///{proj / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        version = client.get_model_version_by_alias("facecascade", "champion")
+        for tag in ("git_commit", "data_dvc_md5", "params_hash"):
+            assert version.tags.get(tag), tag
+        model = mlflow.pyfunc.load_model("models:/facecascade@champion")
+        faces = pd.read_csv(proj / "data/raw/faces.txt", sep=" ", header=None)
+        row = faces.iloc[0]
+        image = str(proj / "data/raw" / row[0])
+        box = {"box_left": [row[1]], "box_top": [row[3]], "box_right": [row[2]],
+               "box_bottom": [row[4]]}
+        out = model.predict(pd.DataFrame({"image": [image], **box}))
+        pts = out[[f"{a}{i}" for i in range(1, 6) for a in "xy"]].to_numpy()
+        assert pts.shape == (1, 10) and np.isfinite(pts).all()
+    finally:
+        mlflow.set_tracking_uri(None)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def test_repro_again_has_nothing_to_do(project):
+    proj, env, _ = project
+    out = run([str(Path(sys.executable).parent / "dvc"), "repro"], proj, env)
+    assert "Data and pipelines are up to date." in out
+
+
+def test_level3_edit_reruns_only_level3_onwards(project):
+    proj, env, _ = project
+    dvc = str(Path(sys.executable).parent / "dvc")
+    before = run([dvc, "status"], proj, env)
+    assert "up to date" in before
+    original = (proj / "params.yaml").read_text()
+    try:
+        set_params(proj / "params.yaml", {"level3.crops.shake_sigma": 0.02})
+        status = run([dvc, "status"], proj, env)
+        assert "crops@3" in status and "level3.crops" in status
+        for stage in ("crops@1", "train@2", "predict@2"):
+            assert stage not in status
+        log = run([dvc, "repro"], proj, env, timeout=900)
+        ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
+        assert ran == {"crops@3", "train@3", "predict@3", "evaluate", "register"}, log
+    finally:
+        (proj / "params.yaml").write_text(original)

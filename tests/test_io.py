@@ -34,3 +34,13 @@ def test_atomic_directory(tmp_path):
             raise KeyboardInterrupt
     assert sorted(p.name for p in target.iterdir()) == ["a"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"]
+
+
+def test_stale_temps_of_a_killed_writer_are_removed(tmp_path):
+    target = tmp_path / "crops"
+    (tmp_path / ".crops.abc123.tmp").mkdir()
+    (tmp_path / ".crops.abc123.tmp" / "F1.train.parquet").write_text("half")
+    (tmp_path / ".other.x.tmp").write_text("not ours")
+    with atomic_path(target, directory=True) as tmp:
+        (tmp / "ok").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.x.tmp", "crops"]

@@ -164,7 +164,8 @@ def level1_augment(points: np.ndarray, box: np.ndarray, width: int, cfg: Config,
             add(ident, geo.boxes_from_center(center, geo.box_size(box) * s))
         dx, dy = aug.translations
         for sx, sy in ((dx, 0.0), (-dx, 0.0), (0.0, dy), (0.0, -dy)):
-            add(ident, box + np.array([sx, sy, sx, sy]) * side)
+            if sx or sy:  # a zero translation would only repeat the plain crop
+                add(ident, box + np.array([sx, sy, sx, sy]) * side)
         for _ in range(aug.copies):
             jb = jitter_boxes(box, rng, scale_sigma=aug.jitter_scale,
                               aspect_sigma=aug.jitter_aspect, shift_sigma=aug.jitter_shift)

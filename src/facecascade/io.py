@@ -26,6 +26,7 @@ def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     else:
@@ -54,6 +55,20 @@ def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete temp files/dirs left beside ``path`` by a writer that was killed (SIGKILL
+    gives no chance to clean up); returns what was removed."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) + sorted(
+        path.parent.glob(f".{path.name}.old"))
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return stale
 
 
 def write_json_atomic(obj: Any, path: str | Path) -> None:

@@ -105,3 +105,9 @@ def test_crafted_pickle_is_refused(cascade, tmp_path):
 def test_missing_weights_are_named():
     with pytest.raises(ValueError, match="lacks weights"):
         Cascade(Config(), {}, levels=1)
+
+
+def test_no_faces_gives_empty_levels(cascade, faces):
+    images, _ = faces
+    out = cascade.predict(images, np.zeros((0, 4)))
+    assert {k: v.shape for k, v in out.items()} == {1: (0, 5, 2), 2: (0, 5, 2), 3: (0, 5, 2)}

@@ -91,7 +91,6 @@ class Cascade:
         }
 
     # ------------------------------------------------------------------ inference
-    @torch.no_grad()
     def _run(self, name: str, grays: Sequence[np.ndarray], image_index: np.ndarray,
              windows: np.ndarray, batch_size: int) -> np.ndarray:
         """Absolute points ``(n, k, 2)`` predicted by net ``name`` on its windows."""
@@ -101,12 +100,20 @@ class Cascade:
         for img_i in np.unique(image_index):
             sel = np.flatnonzero(image_index == img_i)
             crops[sel] = cut(grays[img_i], maps[sel], spec.input_size)
-        net = self.nets[name]
         out = np.empty((len(windows), 2 * len(spec.points)), np.float64)
         for start in range(0, len(windows), batch_size):
-            x = torch.from_numpy(standardise(crops[start:start + batch_size], spec.input_size))
-            out[start:start + batch_size] = net(x.to(self.device)).cpu().numpy()
-        return geo.to_abs(out.reshape(len(windows), -1, 2), windows)
+            out[start:start + batch_size] = self._forward(
+                name, standardise(crops[start:start + batch_size], spec.input_size))
+        return geo.to_abs(out.reshape(len(windows), len(spec.points), 2), windows)
+
+    @torch.no_grad()
+    def _forward(self, name: str, x: np.ndarray) -> np.ndarray:
+        """Raw outputs ``(b, 2k)`` of net ``name`` on standardised crops ``x`` (b, 1, H, W).
+
+        The only backend-specific step of inference: a subclass running the nets
+        elsewhere (e.g. :class:`facecascade.export.OnnxCascade`) overrides this alone.
+        """
+        return self.nets[name](torch.from_numpy(x).to(self.device)).cpu().numpy()
 
     def predict(self, images: Sequence[np.ndarray], boxes: np.ndarray,
                 image_index: np.ndarray | None = None, *, levels: int | None = None,

@@ -27,8 +27,11 @@ XY_COLUMNS = [f"{a}{i}" for i in range(1, 6) for a in ("x", "y")]
 
 
 def load_model(spec: str | Path, *, cfg: Config | None = None) -> Cascade:
-    """Load a cascade from a local artifact directory or an MLflow model URI.
+    """Load a cascade from a local artifact directory, an ``.onnx`` file or an MLflow model URI.
 
+    A path ending in ``.onnx`` (written by ``facecascade export``) gives a
+    :class:`facecascade.export.OnnxCascade`: same ``predict``/``predict_level``,
+    ``cfg`` and ``levels``, nets run by onnxruntime.
     For a URI, the tracking server is ``MLFLOW_TRACKING_URI`` or else
     ``cfg.mlflow.tracking_uri`` (relative SQLite paths against the working directory).
     """
@@ -39,6 +42,10 @@ def load_model(spec: str | Path, *, cfg: Config | None = None) -> Cascade:
         configure(cfg or Config(), project_dir=Path.cwd())
         return load_cascade(download_cascade(text))
     path = Path(text)
+    if path.suffix.lower() == ".onnx" and not path.is_dir():
+        from .export import load_onnx
+
+        return load_onnx(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model directory (or use a models:/ URI)")
     return load_cascade(path)

@@ -1,0 +1,712 @@
+"""Train the networks of one cascade level with Ray Train, all of them together.
+
+The only module of the project that imports Ray, and only inside functions.
+:func:`facecascade.train.fit_one` knows nothing of Ray: the per-worker function here
+wraps Ray Data shards as its batch sources and passes an ``on_epoch`` callback that
+writes the checkpoint dict and reports it.
+
+One job per network: a ``TorchTrainer`` with one worker (the nets are tiny, data
+parallelism would gain nothing) sized by ``params.yaml: resources``. The jobs of a
+level are launched together, each ``trainer.fit()`` in its own zero-CPU Ray task, at
+most ``resources.max_concurrent`` at a time (0: as many as the cluster fits, i.e.
+``floor(cluster CPUs / cpus_per_net)``, and likewise for GPUs). Launching more than
+fit only parks idle driver processes waiting for resources.
+
+Data. Each job reads its crop tables ``{net}.train.parquet`` / ``{net}.val.parquet``
+with ``ray.data.read_parquet``; the worker streams them with
+``get_dataset_shard(...).iter_batches`` (a bounded local shuffle buffer for train), so
+a table larger than the worker's memory still trains. Read tasks request no logical
+CPU: the trainers' workers may hold every CPU of a small cluster, and read tasks that
+wait for a CPU deadlock the level. Measured: four trainers on two CPUs hung with Ray
+Data's default (V2) Parquet source, whose ``ListFiles`` step always asks for one CPU
+whatever ``ray_remote_args`` say; the V1 source (``DataContext.use_datasource_v2 =
+False``, set per job) honours them, and re-iterates an epoch of a small table in
+~0.15 s instead of ~2 s. The first epoch pays ~3-7 s of Ray Data start-up. Likewise
+V1 trainers get ``trainer_resources={"CPU": 0}`` (the default 1 CPU per trainer
+would halve the jobs that fit).
+
+Fault tolerance. ``FailureConfig(max_failures=resources.max_failures)``: a worker that
+dies is restarted and resumes from its last reported checkpoint (the exact
+``fit_one`` state, plus a small ``meta.json`` with the per-epoch history, restart
+count and the first start time). The last report carries a checkpoint whose state
+holds the best weights; the launching task reads it and returns weights and history
+to the driver, which writes ``out_dir/{net}.pt`` and ``out_dir/{net}.history.json``.
+
+Train API: V1 (``RAY_TRAIN_V2_ENABLED=0``), chosen by measurement on the 2-core
+development machine (``python bench/ray_overhead.py``, figures in
+``bench/results/ray_overhead.json``). Fixed overhead of a trivial one-worker
+``TorchTrainer``: V1 11-14 s, V2 17-18 s; with Ray Data ingest V1 17 s, V2 23 s; four
+launched together on 2 CPUs V1 58 s, V2 65 s; ten together V1 90 s, V2 143 s (the
+same work in a plain loop: ~1.4 s). Both give ``FailureConfig`` restarts from the last
+checkpoint, which is all this module needs. :func:`connect` sets the variable before
+``ray.train`` is imported (unless the caller set it: an explicit
+``RAY_TRAIN_V2_ENABLED=1`` selects V2, which this module supports as well), and the
+launching tasks carry it in their ``runtime_env`` so every Train process agrees. V1 is
+deprecated upstream; switching is the one environment variable. Launch mode: zero-CPU
+tasks (V1 runs Tune inside ``fit()``, which does not share a process with other fits;
+for V2 tasks and driver threads measured the same, 65 s vs 66 s for four). Capping at
+what the cluster fits vs launching all ten at once: 175 s vs 171 s for a 10-net level
+(``bench/ray_overhead.py --level``), so the cap (fewer idle processes) is the default.
+
+Run names are ``f"{run_name}-{net}"`` under ``storage_path`` (absolute; on a
+multi-node cluster it must be storage every node sees). With ``restore=True`` a job
+whose run directory exists continues it (driver fault tolerance: a crashed stage
+re-run with the same ``run_name`` resumes); otherwise an existing run directory of
+that name is removed first, so a re-run starts clean.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facecascade.config import Config
+
+logger = logging.getLogger(__name__)
+
+#: environment variable that selects Ray Train's API (read when ``ray.train`` is imported)
+TRAIN_V2_ENV = "RAY_TRAIN_V2_ENABLED"
+#: the API used unless the caller set :data:`TRAIN_V2_ENV` (``"0"``: V1, see module docstring)
+DEFAULT_TRAIN_V2 = "0"
+
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+COLUMNS = ("pixels", "target", "win_wh", "iod")
+#: rows in the worker's local shuffle buffer (bounded memory; the crop tables' row group)
+DEFAULT_SHUFFLE_BUFFER = 8192
+
+#: ``hook(net, record)`` called in the worker after each epoch's report (tests, probes)
+EpochHook = Callable[[str, dict[str, Any]], None]
+
+
+class LevelTrainingError(RuntimeError):
+    """One or more networks of a level failed; raised after all jobs of the level ended.
+
+    Attributes
+    ----------
+    failures : dict of str to str
+        Network name to its error message.
+    result : LevelResult
+        The whole level's outcome, including the networks that succeeded (their
+        weights were written).
+    """
+
+    def __init__(self, failures: Mapping[str, str], result: LevelResult) -> None:
+        self.failures = dict(failures)
+        self.result = result
+        lines = "\n".join(f"  {net}: {err}" for net, err in self.failures.items())
+        super().__init__(f"level {result.level}: {len(self.failures)} of {len(result.jobs)} "
+                         f"network(s) failed: {', '.join(self.failures)}\n{lines}")
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """Outcome of the training job of one network.
+
+    Attributes
+    ----------
+    net : str
+        Network name.
+    status : str
+        ``"ok"`` or ``"failed"``.
+    history : list of dict
+        One record per epoch, across restarts: ``fit_one``'s metrics (``epoch``
+        1-based, ``step``, ``train_loss``, ``val_nme``, ``lr``, ``seconds``,
+        ``samples_per_s``) plus ``time`` (epoch seconds at the end of the epoch) and
+        ``attempt`` (0 for the first run of the worker, ``k`` after ``k`` restarts).
+    best_val_nme, best_epoch : float, int or None
+        Best validation NME and its 1-based epoch (``None`` if the job failed early).
+    start, end : float or None
+        Epoch seconds measured inside the worker: first line of the first attempt,
+        and after training finished.
+    seconds : float or None
+        ``end - start``.
+    restarts : int
+        Times the worker resumed from a checkpoint.
+    error : str or None
+        The failure, for ``status == "failed"``.
+    epochs_run : int
+        Epochs completed in total.
+    stopped_early : bool
+        Whether early stopping ended training.
+    attempt_starts : list of float
+        Start time of every attempt of the worker.
+    weights_path, history_path : str or None
+        Files written by the driver (absolute paths).
+    run_path : str
+        Ray Train run directory of the job (checkpoints, logs).
+    params : dict
+        Everything the job was run with: ``train`` (TrainConfig fields), ``resources``,
+        ``seed``, ``local_share``, ``level``, ``train_table``, ``val_table``, ``train_api``.
+    """
+
+    net: str
+    status: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_nme: float | None = None
+    best_epoch: int | None = None
+    start: float | None = None
+    end: float | None = None
+    seconds: float | None = None
+    restarts: int = 0
+    error: str | None = None
+    epochs_run: int = 0
+    stopped_early: bool = False
+    attempt_starts: list[float] = field(default_factory=list)
+    weights_path: str | None = None
+    history_path: str | None = None
+    run_path: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the job succeeded."""
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of all fields."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    """Outcome of :func:`train_level`.
+
+    Attributes
+    ----------
+    level : int
+        Cascade level.
+    jobs : dict of str to JobResult
+        One per network, in launch order.
+    seconds : float
+        Wall time of the whole level in the driver.
+    start, end : float
+        Epoch seconds in the driver around the whole level.
+    concurrency : int
+        Jobs allowed to run at once.
+    train_api : str
+        ``"v1"`` or ``"v2"``.
+    """
+
+    level: int
+    jobs: dict[str, JobResult]
+    seconds: float
+    start: float
+    end: float
+    concurrency: int
+    train_api: str
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Failed networks and their errors."""
+        return {n: j.error or "unknown error" for n, j in self.jobs.items() if not j.ok}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- session
+
+
+def _select_train_api() -> str:
+    """Set :data:`TRAIN_V2_ENV` for this process before ``ray.train`` is imported.
+
+    Returns the value in force. If ``ray.train`` was already imported with the
+    variable unset (i.e. as V2), V2 is kept so the imported classes stay consistent.
+    """
+    if TRAIN_V2_ENV not in os.environ:
+        if "ray.train" in sys.modules:
+            logger.warning("ray.train was imported before connect(): keeping Ray Train V2")
+            os.environ[TRAIN_V2_ENV] = "1"
+        else:
+            os.environ[TRAIN_V2_ENV] = DEFAULT_TRAIN_V2
+    return os.environ[TRAIN_V2_ENV]
+
+
+def _train_api() -> str:
+    value = os.environ.get(TRAIN_V2_ENV, "1").strip().lower()
+    return "v1" if value in ("0", "false", "no", "off") else "v2"
+
+
+def worker_env() -> dict[str, str]:
+    """Environment variables every Ray process of a job needs (the Train API switch)."""
+    return {TRAIN_V2_ENV: os.environ.get(TRAIN_V2_ENV, DEFAULT_TRAIN_V2)}
+
+
+def connect(cfg: Config | None = None, *, num_cpus: int | None = None,
+            runtime_env: Mapping[str, Any] | None = None, verbose: bool = False) -> None:
+    """Attach to a Ray cluster or start a local one (no-op if already connected).
+
+    Parameters
+    ----------
+    cfg : Config, optional
+        Unused today (resources are per job); accepted so callers pass their config.
+    num_cpus : int, optional
+        Local cluster only: logical CPUs (default ``os.cpu_count()``).
+    runtime_env : mapping, optional
+        Job-level runtime environment passed to ``ray.init`` (e.g. ``py_modules`` or
+        ``pip`` for a remote cluster whose image lacks ``facecascade``). Not needed
+        locally: the editable install makes the package importable on workers.
+    verbose : bool
+        Forward worker output to the driver's console and log at INFO.
+
+    Notes
+    -----
+    With ``RAY_ADDRESS`` set (e.g. under ``ray job submit``) it attaches with
+    ``ray.init(address=...)``; otherwise it starts a local Ray without dashboard.
+    It selects the Train API first (module docstring).
+    """
+    del cfg
+    _select_train_api()
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {
+        "ignore_reinit_error": True,
+        "logging_level": logging.INFO if verbose else logging.WARNING,
+        "log_to_driver": verbose,
+    }
+    if runtime_env is not None:
+        kwargs["runtime_env"] = dict(runtime_env)
+    address = os.environ.get("RAY_ADDRESS")
+    t0 = time.perf_counter()
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)
+    logger.info("ray %s (%s, Train %s) in %.1f s", ray.__version__, address or "local",
+                _train_api(), time.perf_counter() - t0)
+
+
+def shutdown() -> None:
+    """Disconnect from (or stop the local) Ray, if connected."""
+    if "ray" not in sys.modules:
+        return
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+# --------------------------------------------------------------------------- nets
+
+
+def level_nets(level: int) -> list[str]:
+    """Networks of ``level`` in canonical order (F1 EN1 NM1; LE21 ... RM22; LE31 ... RM32)."""
+    from facecascade.nets import get_spec, list_nets
+
+    if level not in (1, 2, 3):
+        raise ValueError(f"level == {level!r}, must be 1, 2 or 3")
+    return [n for n in list_nets() if get_spec(n).level == level]
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _numpy_batch(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The crop columns of a Ray Data numpy batch as 2-D / 1-D numpy arrays."""
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    for name in COLUMNS:
+        col = batch[name]
+        if isinstance(col, np.ndarray) and col.dtype == object:
+            col = np.stack(col)
+        out[name] = np.asarray(col)
+    return out
+
+
+def _shard_source(name: str, batch_size: int, shuffle_buffer: int | None,
+                  seed: int) -> Callable[[int], Any]:
+    """A ``BatchSource`` streaming the dataset shard ``name`` of this worker."""
+    import ray.train
+
+    shard = ray.train.get_dataset_shard(name)
+
+    def source(epoch: int) -> Any:
+        kw: dict[str, Any] = {}
+        if shuffle_buffer:
+            kw = {"local_shuffle_buffer_size": shuffle_buffer,
+                  "local_shuffle_seed": seed * 100_003 + epoch}
+        for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", **kw):
+            yield _numpy_batch(batch)
+
+    return source
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """Per-worker function of one job: resume if asked, ``fit_one``, report each epoch."""
+    start = time.time()
+    import pickle
+
+    import ray.train
+
+    from facecascade import train as tr
+    from facecascade.config import TrainConfig
+
+    net = config["net"]
+    tcfg = TrainConfig(**config["train"])
+    hook = pickle.loads(base64.b64decode(config["hook"])) if config.get("hook") else None
+
+    meta: dict[str, Any] = {"net": net, "start": start, "restarts": 0, "attempt_starts": [],
+                            "history": [], "done": False}
+    resume = None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            resume = tr.load_checkpoint(Path(d) / STATE_FILE)
+            meta = json.loads((Path(d) / META_FILE).read_text(encoding="utf-8"))
+        if meta.get("done"):
+            return  # restored a finished run: its last checkpoint is already the final one
+        meta["restarts"] += 1
+        logger.warning("%s: resuming after epoch %s (restart %d)", net, resume["epoch"],
+                       meta["restarts"])
+    meta["attempt_starts"].append(start)
+
+    def report(metrics: Mapping[str, Any], state: Mapping[str, Any]) -> None:
+        with tempfile.TemporaryDirectory(prefix=f"fc-{net}-") as tmp:
+            tr.save_checkpoint(state, Path(tmp) / STATE_FILE)
+            (Path(tmp) / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+            scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))}
+            ray.train.report(scalars, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        record = {**metrics, "time": time.time(), "attempt": meta["restarts"]}
+        meta["history"].append(record)
+        report({**record, "restarts": meta["restarts"]}, state)
+        if hook is not None:
+            hook(net, record)
+
+    train_src = _shard_source("train", tcfg.batch_size, config["shuffle_buffer"],
+                              config["seed"])
+    val_src = _shard_source("val", max(tcfg.batch_size, 256), None, config["seed"])
+    fit = tr.fit_one(net, train_src, val_src, tcfg, seed=config["seed"],
+                     local_share=config["local_share"], resume=resume, on_epoch=on_epoch,
+                     log_every=0, threads=config["torch_threads"])
+    end = time.time()
+    meta.update(done=True, end=end, best_val_nme=fit.best_val_nme, best_epoch=fit.best_epoch,
+                epochs_run=fit.epochs_run, stopped_early=fit.stopped_early)
+    # the final report: its checkpoint holds the best weights and the complete meta
+    final_state = {"format": tr.CHECKPOINT_FORMAT, "name": net, "best_state": fit.state_dict,
+                   "final": True}
+    report({"final": 1, "end": end, "restarts": meta["restarts"],
+            "best_val_nme": fit.best_val_nme, "best_epoch": fit.best_epoch}, final_state)
+
+
+# --------------------------------------------------------------------------- launcher task
+
+
+def _read_final(checkpoint: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(best weights, meta) from a job's latest checkpoint, or (None, meta) mid-training."""
+    import torch
+
+    if checkpoint is None:
+        return None, None
+    with checkpoint.as_directory() as d:
+        meta = json.loads((Path(d) / META_FILE).read_text(encoding="utf-8"))
+        state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location="cpu")
+    weights = state.get("best_state") if meta.get("done") else None
+    return weights, meta
+
+
+def _error_text(exc: BaseException) -> str:
+    """One-paragraph error: the innermost cause first, then the wrapper."""
+    inner = exc
+    while inner.__cause__ is not None and inner.__cause__ is not inner:
+        inner = inner.__cause__
+    text = f"{type(inner).__name__}: {inner}".strip()
+    if inner is not exc:
+        text += f" (via {type(exc).__name__})"
+    return text[:4000]
+
+
+def _run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Body of the zero-CPU Ray task of one network: build the trainer, fit, read back."""
+    import ray
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    net = job["net"]
+    v2 = ray.train.v2._internal.constants.is_v2_enabled()
+    run_path = f"{job['storage_path'].rstrip('/')}/{job['name']}"
+    out: dict[str, Any] = {"net": net, "run_path": run_path, "train_api": "v2" if v2 else "v1"}
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        # The V2 Parquet source plans a ListFiles step whose tasks always ask for one
+        # CPU (ray_remote_args do not reach it): with every CPU held by trainers, it
+        # never runs and the level hangs. The V1 source reads in one step that honours
+        # ray_remote_args, and re-iterates an epoch in ~0.15 s instead of ~2 s.
+        ctx.use_datasource_v2 = False
+        datasets = {split: ray.data.read_parquet(job[f"{split}_table"],
+                                                 ray_remote_args={"num_cpus": 0})
+                    for split in ("train", "val")}
+        res = job["resources"]
+        scaling_kw: dict[str, Any] = {}
+        run_kw: dict[str, Any] = {}
+        if not v2:
+            scaling_kw["trainer_resources"] = {"CPU": 0}
+            run_kw["verbose"] = 0
+        resources = {"CPU": res["cpus_per_net"]}
+        if res["gpus_per_net"] > 0:
+            resources["GPU"] = res["gpus_per_net"]
+        scaling = ray.train.ScalingConfig(num_workers=1, use_gpu=res["gpus_per_net"] > 0,
+                                          resources_per_worker=resources, **scaling_kw)
+        run_config = ray.train.RunConfig(
+            name=job["name"], storage_path=job["storage_path"],
+            failure_config=ray.train.FailureConfig(max_failures=res["max_failures"]),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2), **run_kw)
+        from ray.data import ExecutionOptions
+
+        dataset_config = ray.train.DataConfig(
+            execution_options=ExecutionOptions(preserve_order=True))
+        trainer_kw = {"train_loop_config": job["loop_config"], "datasets": datasets,
+                      "dataset_config": dataset_config}
+        if not v2 and job["restore"] and TorchTrainer.can_restore(run_path):
+            trainer = TorchTrainer.restore(run_path, train_loop_per_worker=_train_worker,
+                                           train_loop_config=job["loop_config"],
+                                           datasets=datasets)
+        else:
+            trainer = TorchTrainer(_train_worker, scaling_config=scaling,
+                                   run_config=run_config, **trainer_kw)
+        result = trainer.fit()
+        if result.error is not None:
+            raise result.error
+        weights, meta = _read_final(result.checkpoint)
+        if weights is None:
+            raise RuntimeError("training ended without a final checkpoint")
+        out.update(status="ok", weights=weights, meta=meta)
+    except Exception as exc:  # noqa: BLE001 - every failure is reported per network
+        out.update(status="failed", error=_error_text(exc), meta=_last_meta(run_path))
+    return out
+
+
+def _last_meta(run_path: str) -> dict[str, Any] | None:
+    """Meta of the newest checkpoint under a local run directory (history of a failed job)."""
+    if _is_uri(run_path):
+        return None
+    metas = sorted(Path(run_path).glob(f"**/checkpoint_*/{META_FILE}"),
+                   key=lambda p: p.stat().st_mtime)
+    if not metas:
+        return None
+    try:
+        return json.loads(metas[-1].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- driver side
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _absolute(path: str | Path) -> str:
+    """``path`` made absolute, or unchanged if it is a URI (``s3://...``)."""
+    text = str(path)
+    return text.rstrip("/") if _is_uri(text) else str(Path(text).resolve())
+
+
+def _concurrency(cfg: Config, n_jobs: int) -> int:
+    """Jobs to run at once: ``max_concurrent`` if set, else what the cluster fits."""
+    import ray
+
+    res = cfg.resources
+    if res.max_concurrent > 0:
+        return min(res.max_concurrent, n_jobs)
+    total = ray.cluster_resources()
+    fit = math.floor(total.get("CPU", 0.0) / res.cpus_per_net + 1e-9)
+    if res.gpus_per_net > 0:
+        fit = min(fit, math.floor(total.get("GPU", 0.0) / res.gpus_per_net + 1e-9))
+    return max(1, min(fit, n_jobs))
+
+
+def _job_result(net: str, raw: Mapping[str, Any], params: dict[str, Any],
+                out_dir: Path) -> JobResult:
+    """Write the weights and history of a finished job; build its :class:`JobResult`."""
+    import torch
+
+    from facecascade.io import atomic_path, write_json_atomic
+
+    meta = raw.get("meta") or {}
+    ok = raw.get("status") == "ok"
+    start, end = meta.get("start"), meta.get("end")
+    weights_path = None
+    if ok:
+        weights_path = out_dir / f"{net}.pt"
+        with atomic_path(weights_path) as tmp:
+            torch.save(dict(raw["weights"]), tmp)
+    job = JobResult(
+        net=net, status="ok" if ok else "failed", history=list(meta.get("history", [])),
+        best_val_nme=meta.get("best_val_nme"), best_epoch=meta.get("best_epoch"),
+        start=start, end=end,
+        seconds=(end - start) if start is not None and end is not None else None,
+        restarts=int(meta.get("restarts", 0)), error=raw.get("error"),
+        epochs_run=int(meta.get("epochs_run", len(meta.get("history", [])))),
+        stopped_early=bool(meta.get("stopped_early", False)),
+        attempt_starts=list(meta.get("attempt_starts", [])),
+        weights_path=str(weights_path) if weights_path else None,
+        history_path=str(out_dir / f"{net}.history.json") if ok else None,
+        run_path=str(raw.get("run_path", "")), params=params)
+    if ok:
+        write_json_atomic(job.to_dict(), out_dir / f"{net}.history.json")
+    return job
+
+
+def train_level(
+    level: int,
+    *,
+    crop_dir: str | Path,
+    out_dir: str | Path,
+    cfg: Config,
+    run_name: str,
+    storage_path: str | Path,
+    nets: Sequence[str] | None = None,
+    restore: bool = False,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    epoch_hook: EpochHook | None = None,
+) -> LevelResult:
+    """Train the networks of ``level`` concurrently, one Ray Train job each.
+
+    Parameters
+    ----------
+    level : int
+        1, 2 or 3.
+    crop_dir : path
+        Directory of the crop tables ``{net}.train.parquet`` and ``{net}.val.parquet``
+        (schema in ``docs/ARCHITECTURE.md``).
+    out_dir : path
+        Receives ``{net}.pt`` (best state dict, ``torch.load(weights_only=True)``)
+        and ``{net}.history.json`` (the :class:`JobResult` as JSON) per network.
+    cfg : Config
+        ``cfg.level(level).train`` for the loop, ``cfg.resources`` for the jobs,
+        ``cfg.level1.model.local_share`` for level 1.
+    run_name : str
+        Prefix of the Ray Train run names (``f"{run_name}-{net}"``); keep it free of
+        timestamps so a re-run with ``restore=True`` finds its runs again.
+    storage_path : path
+        Ray Train storage (made absolute; shared storage on a multi-node cluster).
+    nets : sequence of str, optional
+        A subset of the level's networks (default: all of them).
+    restore : bool
+        Continue existing runs of the same names instead of starting afresh.
+    shuffle_buffer : int
+        Rows of the worker's local shuffle buffer for the train table.
+    epoch_hook : callable, optional
+        ``epoch_hook(net, record)`` run in the worker after each epoch's checkpoint
+        is reported (fault-injection tests, probes). Must be picklable by value.
+
+    Returns
+    -------
+    LevelResult
+
+    Raises
+    ------
+    LevelTrainingError
+        After all jobs ended, if any failed; its message names every failed
+        network with its error, and ``.result`` holds the whole :class:`LevelResult`.
+    ValueError
+        For a network not of this level.
+    """
+    import ray
+
+    all_nets = level_nets(level)
+    chosen = list(all_nets if nets is None else nets)
+    unknown = [n for n in chosen if n not in all_nets]
+    if unknown or not chosen or len(set(chosen)) != len(chosen):
+        raise ValueError(f"nets == {chosen!r}: must be distinct networks of level {level} "
+                         f"({', '.join(all_nets)})")
+    connect(cfg)
+    crops = _absolute(crop_dir)
+    storage = _absolute(storage_path)
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not _is_uri(storage):
+        Path(storage).mkdir(parents=True, exist_ok=True)
+
+    section = cfg.level(level)
+    tcfg = section.train
+    local_share = bool(getattr(getattr(section, "model", None), "local_share", False))
+    resources = dataclasses.asdict(cfg.resources)
+    api = _train_api()
+    hook = None
+    if epoch_hook is not None:
+        from ray import cloudpickle
+
+        hook = base64.b64encode(cloudpickle.dumps(epoch_hook)).decode()
+
+    jobs: dict[str, dict[str, Any]] = {}
+    for net in chosen:
+        name = f"{run_name}-{net}"
+        old_run = Path(storage) / name
+        if not restore and not _is_uri(storage) and old_run.exists():
+            logger.info("%s: removing the previous run directory %s", net, old_run)
+            shutil.rmtree(old_run)
+        params = {"level": level, "net": net, "train": dataclasses.asdict(tcfg),
+                  "resources": resources, "seed": cfg.resources.seed,
+                  "local_share": local_share, "train_api": api, "run_name": name,
+                  "train_table": f"{crops}/{net}.train.parquet",
+                  "val_table": f"{crops}/{net}.val.parquet",
+                  "shuffle_buffer": shuffle_buffer}
+        jobs[net] = {
+            "net": net, "name": name, "storage_path": storage, "restore": restore,
+            "train_table": params["train_table"], "val_table": params["val_table"],
+            "resources": resources, "params": params,
+            "loop_config": {"net": net, "train": dataclasses.asdict(tcfg),
+                            "seed": cfg.resources.seed, "local_share": local_share,
+                            "torch_threads": cfg.resources.torch_threads,
+                            "shuffle_buffer": shuffle_buffer, "hook": hook},
+        }
+
+    limit = _concurrency(cfg, len(jobs))
+    remote = ray.remote(num_cpus=0, max_retries=0)(_run_job)
+    env = {"env_vars": worker_env()}
+    logger.info("level %d: %d job(s), %d at a time, Ray Train %s", level, len(jobs), limit, api)
+
+    t0, wall0 = time.perf_counter(), time.time()
+    pending = list(jobs)
+    running: dict[Any, str] = {}
+    raw: dict[str, dict[str, Any]] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < limit:
+                net = pending.pop(0)
+                ref = remote.options(runtime_env=env, name=f"train-{jobs[net]['name']}")
+                running[ref.remote(jobs[net])] = net
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                net = running.pop(ref)
+                try:
+                    raw[net] = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - the launching task itself died
+                    raw[net] = {"net": net, "status": "failed", "error": _error_text(exc)}
+                logger.info("level %d: %s %s", level, net, raw[net]["status"])
+    finally:
+        for ref in running:  # interrupted: stop the jobs still running (their actors follow)
+            ray.cancel(ref, force=True)
+    seconds = time.perf_counter() - t0
+
+    results = {net: _job_result(net, raw[net], jobs[net]["params"], out_dir) for net in chosen}
+    level_result = LevelResult(level=level, jobs=results, seconds=seconds, start=wall0,
+                               end=time.time(), concurrency=limit, train_api=api)
+    if level_result.failed:
+        raise LevelTrainingError(level_result.failed, level_result)
+    return level_result
+

@@ -1,0 +1,185 @@
+"""Integration tests of :mod:`facecascade.orchestration` on a real local Ray (2 CPUs).
+
+One Ray session serves the module (``ray.init`` costs seconds). The crop tables are
+15x15 grey blobs whose target is the blob centre, so a few epochs visibly lower the
+validation NME. Runtime on the shared 2-core development machine: about 4 min for the
+file (the 10-net level ~190 s, the kill-and-resume test ~35 s, the failing net ~20 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from facecascade import orchestration as orch
+from facecascade.config import Config, config_from_dict
+
+pytestmark = pytest.mark.integration
+
+SIZE = 15
+EPOCHS = 4
+
+
+def blob_table(n: int, seed: int) -> pa.Table:
+    """A crop table (ARCHITECTURE.md schema) of ``n`` noisy blobs; target = blob centre."""
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(3.0, SIZE - 4.0, size=(n, 2))
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    d2 = ((xx[None] - centre[:, 0, None, None]) ** 2
+          + (yy[None] - centre[:, 1, None, None]) ** 2)
+    img = 40 + 180 * np.exp(-d2 / 8.0) + rng.normal(0, 8, size=(n, SIZE, SIZE))
+    pixels = np.clip(img, 0, 255).astype(np.uint8).reshape(n, -1)
+    target = (centre / SIZE).astype(np.float32)
+
+    def fixed(values: np.ndarray, width: int, dtype: pa.DataType) -> pa.Array:
+        return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), type=dtype), width)
+
+    return pa.table({
+        "face_id": pa.array(np.arange(n), pa.int64()),
+        "aug_id": pa.array(np.zeros(n), pa.int32()),
+        "pixels": fixed(pixels, SIZE * SIZE, pa.uint8()),
+        "target": fixed(target, 2, pa.float32()),
+        "win_wh": fixed(np.full((n, 2), 2.0 * SIZE, np.float32), 2, pa.float32()),
+        "iod": pa.array(np.full(n, 2.0 * SIZE), pa.float32()),
+    })
+
+
+def write_tables(crop_dir: Path, nets: list[str], n_train: int = 1024, n_val: int = 256) -> None:
+    crop_dir.mkdir(parents=True, exist_ok=True)
+    for i, net in enumerate(nets):
+        pq.write_table(blob_table(n_train, 2 * i), crop_dir / f"{net}.train.parquet",
+                       row_group_size=256)
+        pq.write_table(blob_table(n_val, 2 * i + 1), crop_dir / f"{net}.val.parquet")
+
+
+def small_config(**resources: object) -> Config:
+    train = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.02, "lr_step": 1000, "patience": 10}
+    return config_from_dict({
+        "level2": {"train": train},
+        "resources": {"cpus_per_net": 1.0, "max_failures": 2, "torch_threads": 1, **resources},
+    })
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    orch.connect(num_cpus=2)
+    yield
+    orch.shutdown()
+
+
+def test_level_nets() -> None:
+    assert orch.level_nets(1) == ["F1", "EN1", "NM1"]
+    two = orch.level_nets(2)
+    assert len(two) == 10 and two[0] == "LE21" and two[-1] == "RM22"
+    assert orch.level_nets(3) == [n.replace("2", "3", 1) for n in two]
+    with pytest.raises(ValueError):
+        orch.level_nets(4)
+
+
+def test_train_level_all_nets(ray_session: None, tmp_path: Path) -> None:
+    nets = orch.level_nets(2)
+    write_tables(tmp_path / "crops", nets)
+    t0 = time.perf_counter()
+    result = orch.train_level(2, crop_dir=tmp_path / "crops", out_dir=tmp_path / "models",
+                              cfg=small_config(), run_name="t-all",
+                              storage_path=tmp_path / "ray")
+    wall = time.perf_counter() - t0
+    print(f"\nlevel 2, {len(nets)} nets: {wall:.1f} s wall, concurrency {result.concurrency}, "
+          f"Train {result.train_api}; per job "
+          + ", ".join(f"{j.net} {j.seconds:.1f}s" for j in result.jobs.values()))
+    assert list(result.jobs) == nets
+    for net, job in result.jobs.items():
+        assert job.ok, job.error
+        state = torch.load(tmp_path / "models" / f"{net}.pt", weights_only=True)
+        assert isinstance(state, dict) and all(isinstance(v, torch.Tensor)
+                                               for v in state.values())
+        assert [h["epoch"] for h in job.history] == list(range(1, EPOCHS + 1))
+        assert job.best_val_nme < job.history[0]["val_nme"], (net, job.history)
+        assert job.start < job.history[0]["time"] <= job.history[-1]["time"] <= job.end
+        assert job.restarts == 0 and job.params["train"]["epochs"] == EPOCHS
+        saved = json.loads((tmp_path / "models" / f"{net}.history.json").read_text())
+        assert saved["net"] == net and len(saved["history"]) == EPOCHS
+    jobs = list(result.jobs.values())
+    overlapping = [(a.net, b.net) for i, a in enumerate(jobs) for b in jobs[i + 1:]
+                   if max(a.start, b.start) < min(a.end, b.end)]
+    assert overlapping, "no two jobs ran at the same time"
+
+
+def test_worker_killed_resumes_from_checkpoint(ray_session: None, tmp_path: Path) -> None:
+    nets = ["N21"]
+    write_tables(tmp_path / "crops", nets)
+    pid_file = tmp_path / "worker.pid"
+    pid_path = str(pid_file)
+
+    def hook(net: str, record: dict) -> None:
+        # runs in the Ray worker: after epoch 2 of the first attempt, publish the pid and
+        # wait to be killed (by the watcher thread below)
+        if record["epoch"] == 2 and record["attempt"] == 0 and not os.path.exists(pid_path):
+            with open(pid_path + ".tmp", "w") as fh:
+                fh.write(str(os.getpid()))
+            os.replace(pid_path + ".tmp", pid_path)
+            time.sleep(60)
+
+    killed: list[int] = []
+
+    def watcher(stop: threading.Event) -> None:
+        while not stop.is_set():
+            if pid_file.exists():
+                pid = int(pid_file.read_text())
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.1)
+
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        result = orch.train_level(2, crop_dir=tmp_path / "crops", out_dir=tmp_path / "models",
+                                  cfg=small_config(max_failures=2), run_name="t-kill",
+                                  storage_path=tmp_path / "ray", nets=nets, epoch_hook=hook)
+    finally:
+        stop.set()
+        thread.join(5)
+    job = result.jobs["N21"]
+    assert killed, "the worker never published its pid"
+    assert job.ok and job.restarts >= 1, job
+    assert len(job.attempt_starts) == job.restarts + 1
+    epochs = [h["epoch"] for h in job.history]
+    assert epochs == list(range(1, EPOCHS + 1)) and job.epochs_run == EPOCHS
+    resumed = [h["epoch"] for h in job.history if h["attempt"] >= 1]
+    assert resumed and resumed[0] > 1, job.history  # continued from a checkpoint, not from 0
+    assert job.history[0]["attempt"] == 0
+    torch.load(tmp_path / "models" / "N21.pt", weights_only=True)
+
+
+def test_failing_net_names_it(ray_session: None, tmp_path: Path) -> None:
+    nets = ["LE21", "RE21"]
+    write_tables(tmp_path / "crops", nets)
+    (tmp_path / "crops" / "RE21.train.parquet").write_bytes(b"this is not parquet")
+    with pytest.raises(orch.LevelTrainingError) as info:
+        orch.train_level(2, crop_dir=tmp_path / "crops", out_dir=tmp_path / "models",
+                         cfg=small_config(max_failures=0), run_name="t-fail",
+                         storage_path=tmp_path / "ray", nets=nets)
+    err = info.value
+    assert "RE21" in str(err) and "LE21" not in err.failures
+    assert list(err.failures) == ["RE21"]
+    assert err.result.jobs["LE21"].ok  # the other net finished and was written
+    assert (tmp_path / "models" / "LE21.pt").exists()
+    assert not (tmp_path / "models" / "RE21.pt").exists()
+
+
+def test_rejects_nets_of_another_level(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="level 2"):
+        orch.train_level(2, crop_dir=tmp_path, out_dir=tmp_path, cfg=small_config(),
+                         run_name="x", storage_path=tmp_path, nets=["F1"])

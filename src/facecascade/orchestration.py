@@ -479,11 +479,11 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
         trainer_kw = {"train_loop_config": job["loop_config"], "datasets": datasets,
                       "dataset_config": dataset_config}
         if not v2 and job["restore"] and TorchTrainer.can_restore(run_path):
-            trainer = TorchTrainer.restore(run_path, train_loop_per_worker=_train_worker,
+            trainer = _trainer_class(net).restore(run_path, train_loop_per_worker=_train_worker,
                                            train_loop_config=job["loop_config"],
                                            datasets=datasets)
         else:
-            trainer = TorchTrainer(_train_worker, scaling_config=scaling,
+            trainer = _trainer_class(net)(_train_worker, scaling_config=scaling,
                                    run_config=run_config, **trainer_kw)
         result = trainer.fit()
         if result.error is not None:
@@ -538,6 +538,50 @@ def _concurrency(cfg: Config, n_jobs: int) -> int:
     return max(1, min(fit, n_jobs))
 
 
+def _check_returned_weights(net: str, weights: Mapping[str, Any], meta: Mapping[str, Any],
+                            params: Mapping[str, Any]) -> str | None:
+    """Check in the driver that the weights a job returned are the ones it validated.
+
+    The returned weights are evaluated on the net's own validation table; their NME
+    must equal the best validation NME the worker reported (and the checkpoint must
+    name this net). Guards against a result reaching the wrong network (see
+    :func:`_trainer_class`).
+    """
+    import torch
+
+    from facecascade.crops import read_crop_table
+    from facecascade.nets import create_net
+    from facecascade.train import ArrayBatches, evaluate_nme
+
+    if meta.get("net") not in (None, net):
+        return f"returned result belongs to {meta.get('net')!r}, not {net!r}"
+    model = create_net(net, local_share=bool(params.get("local_share")))
+    model.load_state_dict(dict(weights))
+    model.eval()
+    val = read_crop_table(params["val_table"])
+    nme = evaluate_nme(model, ArrayBatches(val, 1024, shuffle=False, seed=0)(0),
+                       torch.device("cpu"))
+    reported = meta.get("best_val_nme")
+    if reported is not None and abs(nme - reported) > 1e-4 * max(1.0, abs(reported)):
+        return (f"returned weights score val NME {nme:.6f} on {params['val_table']}, but the "
+                f"job reported {reported:.6f}: the result does not belong to this network")
+    return None
+
+
+def _trainer_class(net: str) -> type:
+    """A ``TorchTrainer`` subclass named after the job's network.
+
+    Ray Tune registers a trainer's trainable under the trainer class's ``__name__`` in
+    a registry shared by the whole Ray job; jobs launched side by side from one driver
+    with the same class name overwrite each other's entry, and a trial can start with
+    another trainer's datasets (measured with Train V1: EN1 trained on NM1's crops).
+    A distinct class name per network keeps the entries apart.
+    """
+    from ray.train.torch import TorchTrainer
+
+    return type(f"TorchTrainer_{net}", (TorchTrainer,), {"__module__": __name__})
+
+
 def _job_result(net: str, raw: Mapping[str, Any], params: dict[str, Any],
                 out_dir: Path) -> JobResult:
     """Write the weights and history of a finished job; build its :class:`JobResult`."""
@@ -547,6 +591,10 @@ def _job_result(net: str, raw: Mapping[str, Any], params: dict[str, Any],
 
     meta = raw.get("meta") or {}
     ok = raw.get("status") == "ok"
+    if ok:
+        problem = _check_returned_weights(net, raw["weights"], meta, params)
+        if problem:
+            ok, raw = False, {**raw, "status": "failed", "error": problem}
     start, end = meta.get("start"), meta.get("end")
     weights_path = None
     if ok:

@@ -20,10 +20,10 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(BIN)/facecascade synth --params params.yaml --out data/raw
+	$(BIN)/facecascade synth --out data/raw
 	$(BIN)/dvc repro
 	$(BIN)/facecascade show-metrics outputs/metrics.json
-	$(BIN)/facecascade synth --params params.yaml --out data/example --n 1 --seed 20261124
+	$(BIN)/facecascade synth --out data/example --n 1 --seed 20261124
 	$(BIN)/facecascade predict --list data/example/faces.txt --format cuhk --root data/example \
 		--model models/cascade --out outputs/example/points.csv --draw outputs/example
 	@echo "annotated example: outputs/example/images/00000.png; plots: outputs/plots/"

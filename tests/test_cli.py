@@ -1,0 +1,93 @@
+"""The CLI contracts: `predict --list` rows, columns and order; `ingest` rejects; count-params."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from facecascade.cascade import Cascade, save_cascade
+from facecascade.cli import main
+from facecascade.config import Config
+from facecascade.inference import XY_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("model") / "cascade"
+    save_cascade(Cascade.untrained(Config(), levels=3, seed=0), path)
+    return path
+
+
+@pytest.fixture
+def cuhk_list(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for name in ("b.png", "a.png"):
+        cv2.imwrite(str(tmp_path / "imgs" / name), rng.integers(0, 255, (90, 100), np.uint8))
+    lines = [  # two faces in b.png, listed around one in a.png: list order must be kept
+        "imgs/b.png 10 60 10 70 25 30 45 30 35 42 28 55 44 55",
+        "imgs/a.png 30 90 20 80 45 40 70 40 58 52 48 65 68 65",
+        "imgs\\b.png 40 95 15 75 55 35 80 35 68 47 58 60 78 60",  # backslash path
+    ]
+    (tmp_path / "list.txt").write_text("\r\n".join(lines) + "\r\n")
+    return tmp_path
+
+
+def test_predict_list_contract(model_dir, cuhk_list, tmp_path):
+    out = tmp_path / "out.csv"
+    assert main(["predict", "--list", str(cuhk_list / "list.txt"), "--format", "cuhk",
+                 "--root", str(cuhk_list), "--model", str(model_dir), "--out", str(out),
+                 "--quiet"]) == 0
+    df = pd.read_csv(out)
+    assert list(df.columns) == ["path", *XY_COLUMNS]
+    assert list(df["path"]) == ["imgs/b.png", "imgs/a.png", "imgs/b.png"]
+    # final-level points in image pixels, from the list's boxes
+    cascade = Cascade.untrained(Config(), levels=3, seed=0)
+    imgs = [cv2.imread(str(cuhk_list / "imgs" / n)) for n in ("b.png", "a.png")]
+    boxes = np.array([[10, 10, 60, 70], [30, 20, 90, 80], [40, 15, 95, 75]], float)
+    want = cascade.predict(imgs, boxes, np.array([0, 1, 0]))[3].reshape(3, 10)
+    np.testing.assert_allclose(df[XY_COLUMNS].to_numpy(), want, atol=2e-3)
+
+    all_out = tmp_path / "all.csv"
+    assert main(["predict", "--list", str(cuhk_list / "list.txt"), "--format", "cuhk",
+                 "--root", str(cuhk_list), "--model", str(model_dir), "--out", str(all_out),
+                 "--all-levels", "--quiet"]) == 0
+    df_all = pd.read_csv(all_out)
+    assert list(df_all.columns) == ["path", "level", *XY_COLUMNS]
+    assert list(df_all["level"]) == [1, 2, 3] * 3
+    np.testing.assert_allclose(df_all[df_all["level"] == 3][XY_COLUMNS].to_numpy(),
+                               df[XY_COLUMNS].to_numpy())
+
+
+def test_predict_writes_json_and_parquet(model_dir, cuhk_list, tmp_path):
+    for suffix in (".json", ".parquet"):
+        out = tmp_path / f"o{suffix}"
+        assert main(["predict", "--list", str(cuhk_list / "list.txt"), "--root", str(cuhk_list),
+                     "--model", str(model_dir), "--out", str(out), "--quiet"]) == 0
+        df = pd.read_json(out) if suffix == ".json" else pd.read_parquet(out)
+        assert len(df) == 3
+
+
+def test_ingest_command_writes_rejects_with_line_numbers(cuhk_list, tmp_path, capsys):
+    lst = cuhk_list / "list.txt"
+    lst.write_text(lst.read_text() + "imgs/a.png 1 2 3\n../etc/passwd 1 2 3 4 1 1 1 1 1 1 1 1 1 1\n")
+    faces, rejects = tmp_path / "f.parquet", tmp_path / "r.parquet"
+    assert main(["ingest", "--format", "cuhk", "--root", str(cuhk_list), "--list", str(lst),
+                 "--out", str(faces), "--rejects", str(rejects)]) == 0
+    r = pd.read_parquet(rejects)
+    assert list(r.columns) == ["file", "line", "reason"]
+    assert list(r["line"]) == [4, 5]
+    assert len(pd.read_parquet(faces)) == 3
+    assert "rejected: 2" in capsys.readouterr().out
+    assert main(["ingest", "--format", "cuhk", "--root", str(cuhk_list), "--list", str(lst),
+                 "--out", str(faces), "--rejects", str(rejects), "--strict"]) == 2
+
+
+def test_count_params_prints_paper_total(capsys):
+    assert main(["count-params"]) == 0
+    out = capsys.readouterr().out
+    assert "572,622" in out and "643,920" in out

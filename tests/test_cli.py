@@ -74,7 +74,8 @@ def test_predict_writes_json_and_parquet(model_dir, cuhk_list, tmp_path):
 
 def test_ingest_command_writes_rejects_with_line_numbers(cuhk_list, tmp_path, capsys):
     lst = cuhk_list / "list.txt"
-    lst.write_text(lst.read_text() + "imgs/a.png 1 2 3\n../etc/passwd 1 2 3 4 1 1 1 1 1 1 1 1 1 1\n")
+    bad = "imgs/a.png 1 2 3\n../etc/passwd 1 2 3 4 1 1 1 1 1 1 1 1 1 1\n"
+    lst.write_text(lst.read_text() + bad)
     faces, rejects = tmp_path / "f.parquet", tmp_path / "r.parquet"
     assert main(["ingest", "--format", "cuhk", "--root", str(cuhk_list), "--list", str(lst),
                  "--out", str(faces), "--rejects", str(rejects)]) == 0

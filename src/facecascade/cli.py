@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=FORMATS, default="cuhk")
     s.add_argument("--root", default=".")
     s.add_argument("--boxes")
-    s.add_argument("--model", required=True, help="cascade directory, exported .onnx file or models:/NAME@ALIAS")
+    s.add_argument("--model", required=True,
+                   help="cascade directory, exported .onnx file or models:/NAME@ALIAS")
     s.add_argument("--out", required=True, help="output table: .csv, .json or .parquet")
     s.add_argument("--draw", help="folder for annotated copies of the images")
     s.add_argument("--all-levels", action="store_true")

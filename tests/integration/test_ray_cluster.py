@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -67,6 +68,10 @@ def test_level_runs_as_a_ray_job_on_a_loopback_head(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    # Ray 2.60 authenticates cluster access with a token: a fresh one for this cluster,
+    # shared by `ray start` and `ray job submit` through the environment (never a file)
+    env["RAY_AUTH_MODE"] = "token"
+    env["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
     port, dash = free_port(), free_port()
     head = subprocess.run(
         [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",

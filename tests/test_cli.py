@@ -92,3 +92,10 @@ def test_count_params_prints_paper_total(capsys):
     assert main(["count-params"]) == 0
     out = capsys.readouterr().out
     assert "572,622" in out and "643,920" in out
+
+
+def test_show_metrics_names_a_bad_file(tmp_path, capsys):
+    bad = tmp_path / "metrics.json"
+    bad.write_text("{not json")
+    assert main(["show-metrics", str(bad)]) == 2
+    assert f"{bad}:1: not a metrics JSON" in capsys.readouterr().err

@@ -140,7 +140,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_show_metrics(args: argparse.Namespace) -> int:
     from .metrics import format_table
 
-    report = json.loads(Path(args.metrics).read_text(encoding="utf-8"))
+    try:
+        report = json.loads(Path(args.metrics).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{args.metrics}:{exc.lineno}: not a metrics JSON ({exc.msg})") from None
     print(format_table(report["levels"] if "levels" in report else report))
     return 0
 

@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from facecascade.formats import assign_split, faces_to_arrays, ingest
 
 from facecascade.cascade import Cascade
 from facecascade.config import load_config
-from facecascade.crops import level_net_names, read_crop_table, write_level_crops
+from facecascade.crops import read_crop_table, write_level_crops
+from facecascade.formats import assign_split, faces_to_arrays, ingest
 from facecascade.io import write_json_atomic
 from facecascade.metrics import format_table, level_report, mean_shape_baseline
+from facecascade.nets import level_nets
 from facecascade.predictions import predict_faces
 from facecascade.train import ArrayBatches, fit_one
 
@@ -88,7 +89,7 @@ def main() -> int:
         timings[f"level{level}_crops_s"] = time.perf_counter() - t
         t = time.perf_counter()
         tcfg = cfg.level(level).train
-        for name in level_net_names(level):
+        for name in level_nets(level):
             tr = read_crop_table(crop_dir / f"{name}.train.parquet")
             va = read_crop_table(crop_dir / f"{name}.val.parquet")
             result = fit_one(name, ArrayBatches(tr, tcfg.batch_size, shuffle=True,

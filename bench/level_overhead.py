@@ -28,8 +28,9 @@ import yaml
 
 from facecascade import orchestration, tracking
 from facecascade.config import load_config
-from facecascade.crops import level_net_names, read_crop_table
+from facecascade.crops import read_crop_table
 from facecascade.io import write_json_atomic
+from facecascade.nets import level_nets
 from facecascade.train import ArrayBatches, fit_one
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,12 +48,12 @@ def main() -> int:
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     cfg = load_config(args.params, overrides)
     crops = Path(args.crops)
-    if not (crops / f"{level_net_names(args.level)[0]}.train.parquet").is_file():
+    if not (crops / f"{level_nets(args.level)[0]}.train.parquet").is_file():
         print(f"{crops}: no crop tables of level {args.level} (run dvc repro first)",
               file=sys.stderr)
         return 2
     tcfg = cfg.level(args.level).train
-    nets = level_net_names(args.level)
+    nets = level_nets(args.level)
 
     torch.set_num_threads(cfg.resources.torch_threads)
     plain: dict[str, float] = {}

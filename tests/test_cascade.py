@@ -9,10 +9,10 @@ import torch
 
 from facecascade.cascade import Cascade, load_cascade, save_cascade
 from facecascade.config import Config, config_from_dict
-from facecascade.crops import cut, face_samples, level_net_names, net_windows
+from facecascade.crops import cut, face_samples, net_windows
 from facecascade.frame import face_frame
 from facecascade.geometry import window_to_output
-from facecascade.nets import get_spec
+from facecascade.nets import get_spec, level_nets
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_inference_crops_equal_training_crops(cascade, faces):
     cfg = cascade.cfg
     gt = np.tile(np.array([[40.0, 40], [55, 40], [47, 52], [42, 62], [54, 62]]), (1, 1))
     s = face_samples(1, images[0], gt, boxes[0], 0, cfg, np.random.default_rng(0), train=False)
-    for name in level_net_names(1):
+    for name in level_nets(1):
         spec = get_spec(name)
         win = net_windows(spec, face_frame(boxes[:1]), cfg)
         crop = cut(images[0], window_to_output(win, spec.input_size), spec.input_size)

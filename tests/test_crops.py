@@ -8,14 +8,13 @@ from facecascade.config import Config
 from facecascade.crops import (
     crop_schema,
     face_samples,
-    level_net_names,
     net_windows,
     read_crop_table,
     samples_to_table,
     standardise,
 )
 from facecascade.frame import face_frame
-from facecascade.nets import get_spec
+from facecascade.nets import get_spec, level_nets
 
 POINTS = np.array([[40.0, 45.0], [72.0, 47.0], [57.0, 62.0], [44.0, 80.0], [70.0, 81.0]])
 BOX = np.array([25.0, 25.0, 90.0, 105.0])
@@ -74,7 +73,7 @@ def test_patch_crops_are_centred_on_previous_prediction_and_shaken():
     img = dot_image(POINTS[2])
     s = face_samples(2, img, POINTS, BOX, 3, cfg, np.random.default_rng(1), train=True,
                      prev_points=prev)
-    assert set(s) == set(level_net_names(2))
+    assert set(s) == set(level_nets(2))
     n21 = s["N21"]
     assert len(n21.face_id) == 1 + cfg.level2.crops.shakes
     side = np.sqrt(65 * 80)

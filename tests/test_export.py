@@ -11,7 +11,6 @@ import torch
 from facecascade.cascade import Cascade, save_cascade
 from facecascade.cli import main
 from facecascade.config import Config, config_from_dict
-from facecascade.crops import level_net_names
 from facecascade.export import (
     EXPORT_KEY,
     MANIFEST_KEY,
@@ -23,7 +22,7 @@ from facecascade.export import (
 from facecascade.formats import faces_to_arrays, read_list
 from facecascade.frame import face_frame
 from facecascade.inference import load_model
-from facecascade.nets import get_spec
+from facecascade.nets import get_spec, level_nets
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -154,7 +153,7 @@ def test_batch_one_and_levels_argument(cascades, faces):
 def test_file_holds_graph_and_manifest(cascades, tmp_path):
     cascade, onnx_cascade = cascades["untrained"]
     model = onnx.load_model(str(onnx_cascade.path))
-    names = [n for k in (1, 2, 3) for n in level_net_names(k)]
+    names = [n for k in (1, 2, 3) for n in level_nets(k)]
     assert [i.name for i in model.graph.input] == names
     assert [o.name for o in model.graph.output] == [f"{n}_out" for n in names]
     f1 = model.graph.input[0].type.tensor_type.shape.dim

@@ -23,10 +23,10 @@ import torch
 from . import geometry as geo
 from .checks import check_boxes
 from .config import Config, config_from_dict
-from .crops import cut, level_net_names, net_windows, standardise
+from .crops import cut, net_windows, standardise
 from .frame import face_frame
 from .io import atomic_path
-from .nets import create_net, get_spec
+from .nets import create_net, get_spec, level_nets
 
 MANIFEST_FORMAT = "facecascade.cascade"
 MANIFEST_VERSION = 1
@@ -51,7 +51,7 @@ class Cascade:
                  levels: int, device: str | torch.device | None = None):
         if levels not in (1, 2, 3):
             raise ValueError(f"levels == {levels!r}, must be 1, 2 or 3")
-        needed = [n for k in range(1, levels + 1) for n in level_net_names(k)]
+        needed = [n for k in range(1, levels + 1) for n in level_nets(k)]
         missing = [n for n in needed if n not in weights]
         if missing:
             raise ValueError(f"cascade of {levels} level(s) lacks weights for {missing}")
@@ -72,7 +72,7 @@ class Cascade:
         torch.manual_seed(seed)
         weights = {}
         for k in range(1, levels + 1):
-            for name in level_net_names(k):
+            for name in level_nets(k):
                 net = create_net(name, local_share=cfg.level1.model.local_share and k == 1)
                 weights[name] = net.state_dict()
         return cls(cfg, weights, levels=levels)
@@ -171,7 +171,7 @@ class Cascade:
         n = len(frames)
         acc = np.zeros((n, 5, 2))
         weight = np.zeros(5)
-        for name in level_net_names(level):
+        for name in level_nets(level):
             spec = get_spec(name)
             w = self.cfg.level1.model.fusion[name] if level == 1 else 1.0
             windows = net_windows(spec, frames, self.cfg, prev)
@@ -230,7 +230,7 @@ def cascade_from_weight_files(cfg: Config, weight_dirs: Sequence[str | Path], *,
     """Build a cascade from per-level directories of ``{net}.pt`` state dicts."""
     weights: dict[str, Any] = {}
     for k, d in zip(range(1, levels + 1), weight_dirs, strict=False):
-        for name in level_net_names(k):
+        for name in level_nets(k):
             f = Path(d) / f"{name}.pt"
             if not f.is_file():
                 raise FileNotFoundError(f"{f}: missing weights of {name} (level {k})")

@@ -36,20 +36,11 @@ import pyarrow.parquet as pq
 from . import geometry as geo
 from .config import Config
 from .frame import face_frame, jitter_boxes
-from .nets import NetSpec, get_spec, list_nets
+from .nets import NetSpec, get_spec, level_nets
 
 log = logging.getLogger(__name__)
 
 ROW_GROUP_SIZE = 8192
-
-
-def level_net_names(level: int) -> list[str]:
-    """Names of the networks of ``level`` (3 for level 1, 10 for levels 2 and 3)."""
-    if level == 1:
-        return ["F1", "EN1", "NM1"]
-    if level in (2, 3):
-        return list_nets(f"*{level}[12]")
-    raise ValueError(f"level == {level!r}, must be 1, 2 or 3")
 
 
 def net_windows(spec: NetSpec, frames: np.ndarray, cfg: Config,
@@ -214,7 +205,7 @@ def face_samples(level: int, gray: np.ndarray, points: np.ndarray, box: np.ndarr
     ``points`` (5, 2) is the ground truth, ``box`` (4,) the detector box and
     ``prev_points`` (5, 2) the previous level's prediction (levels 2 and 3).
     """
-    names = level_net_names(level)
+    names = level_nets(level)
     out: dict[str, Samples] = {}
     if level == 1:
         aug = level1_augment(points, box, gray.shape[1], cfg, rng, train=train)
@@ -331,7 +322,7 @@ def write_level_crops(level: int, faces: pd.DataFrame, root: str | Path, out_dir
     points, boxes = faces_to_arrays(faces)
     if level > 1 and (prev_points is None or len(prev_points) != len(faces)):
         raise ValueError(f"level {level} crops need prev_points of shape ({len(faces)}, 5, 2)")
-    names = level_net_names(level)
+    names = level_nets(level)
     splits = ("train", "val")
     counts = {n: dict.fromkeys(splits, 0) for n in names}
     rng = np.random.default_rng([cfg.resources.seed, level])

@@ -52,9 +52,8 @@ import torch
 
 from .cascade import MANIFEST_FORMAT, MANIFEST_VERSION, Cascade
 from .config import config_from_dict
-from .crops import level_net_names
 from .io import atomic_path
-from .nets import get_spec
+from .nets import get_spec, level_nets
 
 #: ONNX opset of exported cascades
 OPSET = 17
@@ -120,7 +119,7 @@ def export_onnx(cascade: Cascade, out: str | Path, *, opset: int = OPSET,
     import onnx
 
     out = Path(out)
-    names = [n for k in cascade.levels_available for n in level_net_names(k)]
+    names = [n for k in cascade.levels_available for n in level_nets(k)]
     nets = [cascade.nets[n] for n in names]
     inputs = tuple(_example_input(n, 2, cascade.device) for n in names)
     ios = {n: io_names(n) for n in names}
@@ -258,7 +257,7 @@ class OnnxCascade(Cascade):
         graph_inputs = {i.name for i in model.graph.input}
         graph_outputs = {o.name for o in model.graph.output}
         self._io: dict[str, tuple[str, str]] = {}
-        for name in (n for k in self.levels_available for n in level_net_names(k)):
+        for name in (n for k in self.levels_available for n in level_nets(k)):
             inp, outp = io_map.get(name, io_names(name))
             if inp not in graph_inputs or outp not in graph_outputs:
                 raise ValueError(f"{self.path}: the graph lacks net {name} "

@@ -473,3 +473,14 @@ def format_parameter_table(local_share: bool = False) -> str:
                  f"  (ours = {ratio:.1%} of the paper's; "
                  f"local_share={'on' if local_share else 'off'})")
     return "\n".join(lines)
+
+
+def level_nets(level: int) -> list[str]:
+    """Networks of ``level`` in registry order (F1 EN1 NM1; LE21 ... RM22; LE31 ... RM32).
+
+    >>> level_nets(1)
+    ['F1', 'EN1', 'NM1']
+    """
+    if level not in (1, 2, 3):
+        raise ValueError(f"level == {level!r}, must be 1, 2 or 3")
+    return [n for n in list_nets() if get_spec(n).level == level]

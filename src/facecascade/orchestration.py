@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 from facecascade.config import Config
+from facecascade.nets import level_nets
 
 logger = logging.getLogger(__name__)
 
@@ -303,15 +304,6 @@ def shutdown() -> None:
 
 
 # --------------------------------------------------------------------------- nets
-
-
-def level_nets(level: int) -> list[str]:
-    """Networks of ``level`` in canonical order (F1 EN1 NM1; LE21 ... RM22; LE31 ... RM32)."""
-    from facecascade.nets import get_spec, list_nets
-
-    if level not in (1, 2, 3):
-        raise ValueError(f"level == {level!r}, must be 1, 2 or 3")
-    return [n for n in list_nets() if get_spec(n).level == level]
 
 
 # --------------------------------------------------------------------------- worker side

@@ -8,7 +8,8 @@ box's frame) and saves it as JSON.
 
     python bench/cascade_levels.py --data ../shared/data/mtfl-train \\
         --out bench/results/cascade_levels.json \\
-        --set level1.train.epochs=5 --set level1.crops.augment.copies=1
+        --set level1.train.epochs=5 --set level1.crops.augment.copies=1 \\
+        --save-cascade /tmp/facecascade-mtfl-cascade
 
 Overrides (``--set dotted.key=value``, YAML values) apply on top of params.yaml.
 """
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 import yaml
 
-from facecascade.cascade import Cascade
+from facecascade.cascade import Cascade, save_cascade
 from facecascade.config import load_config
 from facecascade.crops import read_crop_table, write_level_crops
 from facecascade.formats import assign_split, faces_to_arrays, ingest
@@ -49,6 +50,9 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="use only the first N faces")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--save-cascade", metavar="DIR",
+                    help="also save the trained 3-level cascade as an artifact directory "
+                         "(loadable by `facecascade predict --model DIR`)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -132,6 +136,11 @@ def main() -> int:
                        "report": report, "checks": checks, "nets": per_net,
                        "timings_s": timings, "torch_threads": args.threads}, args.out)
     print(f"saved {args.out}")
+    if args.save_cascade:
+        save_cascade(cascade, args.save_cascade,
+                     extra={"trained_on": str(data / args.list),
+                            "val_nme_iod": {k: float(v["nme_iod"]) for k, v in report.items()}})
+        print(f"saved cascade {args.save_cascade}")
     return 0
 
 

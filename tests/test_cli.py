@@ -99,3 +99,75 @@ def test_show_metrics_names_a_bad_file(tmp_path, capsys):
     bad.write_text("{not json")
     assert main(["show-metrics", str(bad)]) == 2
     assert f"{bad}:1: not a metrics JSON" in capsys.readouterr().err
+
+
+def test_predict_reports_every_bad_image_and_keeps_the_good(model_dir, cuhk_list, tmp_path,
+                                                            capsys):
+    """Bad images through `predict --list`: each gets its reason on stderr, no traceback,
+    the good faces keep their rows (list order) and `--strict` turns problems into exit 1."""
+    from test_images import _huge_png
+
+    imgs = cuhk_list / "imgs"
+    ok, jpg = cv2.imencode(".jpg", np.full((90, 100, 3), 128, np.uint8))
+    (imgs / "cut.jpg").write_bytes(jpg.tobytes()[:-40])
+    (imgs / "empty.jpg").write_bytes(b"")
+    (imgs / "text.jpg").write_text("this is not an image\n")
+    (imgs / "huge.png").write_bytes(_huge_png(100_000, 90_000))
+    cv2.imwrite(str(imgs / "deep.png"), (np.arange(90 * 100).reshape(90, 100) * 7).astype(
+        np.uint16))  # 16-bit grey: read correctly, predicted
+    box = "10 60 10 70 25 30 45 30 35 42 28 55 44 55"
+    names = ["a.png", "cut.jpg", "empty.jpg", "text.jpg", "huge.png", "gone.jpg", "deep.png"]
+    (cuhk_list / "bad.txt").write_text("".join(f"imgs/{n} {box}\n" for n in names))
+    out = tmp_path / "out.csv"
+    args = ["predict", "--list", str(cuhk_list / "bad.txt"), "--format", "cuhk", "--root",
+            str(cuhk_list), "--model", str(model_dir), "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    want = {"cut.jpg": "truncated JPEG", "empty.jpg": "empty file",
+            "text.jpg": "not an image", "huge.png": "pixels"}
+    for name, reason in want.items():
+        line = next(ln for ln in err.splitlines() if f"imgs/{name}" in ln)
+        assert line.startswith("no prediction for") and reason in line, line
+    # a missing file is found while reading the list: named by list file and line
+    assert "skipped bad.txt:6: image missing: imgs/gone.jpg" in err
+    df = pd.read_csv(out)
+    assert list(df["path"]) == ["imgs/a.png", "imgs/deep.png"]
+    assert np.isfinite(df[XY_COLUMNS].to_numpy()).all()
+    assert main([*args, "--strict"]) == 1
+
+
+def test_drawing_path_stays_in_out_dir_and_never_overwrites_the_source(tmp_path):
+    from facecascade.inference import drawing_path
+
+    used: set = set()
+    out = tmp_path / "out"
+    assert drawing_path(out, "imgs/a.jpg", tmp_path / "imgs/a.jpg", used) == out / "imgs/a.png"
+    assert drawing_path(out, "imgs\\b.jpg", tmp_path / "imgs/b.jpg", used) == out / "imgs/b.png"
+    # absolute and escaping paths keep only their name; a second a.jpg gets a suffix
+    assert drawing_path(out, "/data/x/a.jpg", "/data/x/a.jpg", used) == out / "a.png"
+    assert drawing_path(out, "/data/y/a.jpg", "/data/y/a.jpg", used) == out / "a-2.png"
+    assert drawing_path(out, "../../etc/c.jpg", "/etc/c.jpg", used) == out / "c.png"
+    # drawing into the folder of a PNG input: the input is not overwritten
+    src = tmp_path / "d.png"
+    assert drawing_path(tmp_path, "d.png", src, used) == tmp_path / "d.points.png"
+
+
+@pytest.mark.realdata
+def test_predict_real_photo_without_box_draws_into_out_dir_only(model_dir, tmp_path):
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1].parent / "shared/data/mtfl-train/images/net_7876"
+    photo = folder / "1006_0_0.jpg"
+    if not photo.is_file():
+        pytest.skip(f"MTFL data not found at {folder}")
+    before = sorted(p.name for p in folder.iterdir())
+    out = tmp_path / "pts.csv"
+    assert main(["predict", str(photo), "--model", str(model_dir), "--out", str(out),
+                 "--draw", str(tmp_path / "drawn"), "--quiet"]) == 0
+    df = pd.read_csv(out)
+    assert len(df) == 1 and df["path"][0] == str(photo)  # the detector found the one face
+    box = df[["box_left", "box_top", "box_right", "box_bottom"]].to_numpy()[0]
+    assert 100 < box[2] - box[0] < 350  # a face-sized box in the 400x400 photo
+    assert [p.name for p in (tmp_path / "drawn").iterdir()] == ["1006_0_0.png"]
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing written beside it

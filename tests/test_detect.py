@@ -83,3 +83,29 @@ def test_detects_real_faces_placed_on_a_canvas():
         # the detector's box is square
         b = boxes[int(np.argmax(hit))]
         assert b[2] - b[0] == b[3] - b[1]
+
+
+def test_calibration_measured_from_calibrated_boxes_is_recovered():
+    from facecascade.config import DetectConfig
+    from facecascade.detect import calibrate_boxes, measure_calibration
+    from facecascade.frame import face_frame
+
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 300, (50, 2))
+    det = np.concatenate([xy, xy + rng.uniform(30, 200, (50, 1))], axis=1)  # square, like Haar
+    want = DetectConfig(scale=0.93, shift_x=-0.013, shift_y=0.02)
+    got = measure_calibration(face_frame(calibrate_boxes(det, want)), face_frame(det))
+    assert got == pytest.approx({"scale": 0.93, "shift_x": -0.013, "shift_y": 0.02}, abs=1e-4)
+    # the identity calibration leaves boxes alone
+    np.testing.assert_allclose(calibrate_boxes(det, DetectConfig()), det)
+    with pytest.raises(ValueError, match="same faces"):
+        measure_calibration(det[:3], det[:4])
+
+
+def test_detect_params_are_validated():
+    from facecascade.config import ConfigError, config_from_dict
+
+    assert config_from_dict({"detect": {"scale": 0.9}}).detect.scale == 0.9
+    for bad in ({"scale": 0}, {"shift_x": 2}, {"min_size_frac": 0}):
+        with pytest.raises(ConfigError, match="detect"):
+            config_from_dict({"detect": bad})

@@ -88,17 +88,17 @@ def _requests(args: argparse.Namespace):
                                    boxes_path=args.boxes)
         for r in rejects.itertuples(index=False):
             print(f"skipped {r.file}:{r.line}: {r.reason}", file=sys.stderr)
-        return requests_from_list(faces, args.root)
+        return requests_from_list(faces, args.root), len(rejects)
     if not args.inputs:
         raise UsageError("give images or folders, or --list FILE --format FMT --root DIR")
-    return [FaceRequest(path=str(f), file=f) for f in collect_images(args.inputs)]
+    return [FaceRequest(path=str(f), file=f) for f in collect_images(args.inputs)], 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import XY_COLUMNS, draw_predictions, load_model, predict_requests, write_table
 
     cfg = _cfg(args)
-    requests = _requests(args)
+    requests, skipped = _requests(args)
     cascade = load_model(args.model, cfg=cfg)
     points, problems = predict_requests(cascade, requests, max_pixels=cfg.serve.max_image_pixels,
                                         all_levels=args.all_levels, progress=not args.quiet)
@@ -111,8 +111,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for _ in draw_predictions(points, requests, args.draw,
                                   max_pixels=cfg.serve.max_image_pixels):
             pass
-    print(f"{len(points)} rows -> {args.out}" + (f"; drawings in {args.draw}" if args.draw else ""))
-    return 0 if len(problems) == 0 or not args.strict else 1
+    print(f"{len(points)} rows -> {args.out}" + (f"; drawings in {args.draw}" if args.draw else "")
+          + (f"; {skipped} list line(s) skipped" if skipped else "")
+          + (f"; {len(problems)} image(s) gave no prediction" if len(problems) else ""))
+    return 1 if args.strict and (skipped or len(problems)) else 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -125,6 +127,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     print(format_table(report))
     print(f"report: {Path(args.out) / 'metrics.json'}, plots in {args.out}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tuning import run_search
+
+    cfg = _cfg(args)
+    result, run_id = run_search(cfg, args.crops, args.out, net=args.net,
+                                progress=not args.quiet, track=not args.no_mlflow)
+    print(result.table())
+    best = result.best
+    print(f"best: {best.trial_id} val NME {100 * best.best_val_nme:.2f}% with "
+          + ", ".join(f"{k}={v:.4g}" for k, v in best.config.items()))
+    print(f"{len(result.trials)} trials in {result.seconds:.0f} s; {Path(args.out) / 'search.json'}"
+          f" (suggested level{result.level}.train), {Path(args.out) / 'curves.png'}"
+          + (f"; MLflow run {run_id}" if run_id else ""))
     return 0
 
 
@@ -183,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-image-pixels", type=int)
     s.set_defaults(func=cmd_ingest)
 
+    s = sub.add_parser("tune", help="Ray Tune search over one network's training settings")
+    s.add_argument("--crops", required=True,
+                   help="crop directory of the network's level (e.g. outputs/crops/level1)")
+    s.add_argument("--net", help="network to search (default: tune.net of the params)")
+    s.add_argument("--out", required=True, help="folder for search.json and curves.png")
+    s.add_argument("--no-mlflow", action="store_true", help="do not log the search to MLflow")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_tune)
+
     s = sub.add_parser("predict", help="5 points for the faces in images, folders or a list")
     s.add_argument("inputs", nargs="*", help="image files or folders (faces found by detector)")
     s.add_argument("--list")
@@ -194,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output table: .csv, .json or .parquet")
     s.add_argument("--draw", help="folder for annotated copies of the images")
     s.add_argument("--all-levels", action="store_true")
-    s.add_argument("--strict", action="store_true", help="exit 1 if any image gave no face")
+    s.add_argument("--strict", action="store_true",
+                   help="exit 1 if any list line was skipped or any image gave no face")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_predict)
 

@@ -225,6 +225,65 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class DetectConfig:
+    """Faces found by opencv's Haar detector when no box is given (predict, serving).
+
+    A Haar box is square and looser than the boxes of the training set; ``scale``
+    and ``shift_x`` / ``shift_y`` (in box sides) map it to the training boxes'
+    face frame, as measured by ``bench/detector_boxes.py`` on that set.
+    """
+
+    scale: float = 1.0
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+    min_size_frac: float = 0.1
+
+    def validate(self, key: str) -> None:
+        _check(0.25 <= self.scale <= 4, f"{key}.scale", self.scale, "in [0.25, 4]")
+        _check(abs(self.shift_x) <= 1, f"{key}.shift_x", self.shift_x, "in [-1, 1]")
+        _check(abs(self.shift_y) <= 1, f"{key}.shift_y", self.shift_y, "in [-1, 1]")
+        _check(0 < self.min_size_frac <= 1, f"{key}.min_size_frac", self.min_size_frac,
+               "in (0, 1]")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A Ray Tune hyperparameter search over one network's training (``tune`` in params.yaml).
+
+    ``lr`` and ``momentum`` are ``[low, high]`` ranges (log-uniform and uniform);
+    ``batch_size`` and ``dropout`` are lists of choices. Trials train for at most
+    ``max_epochs``; ASHA stops weak ones at ``grace_period * reduction_factor**k`` epochs.
+    """
+
+    net: str = "F1"
+    num_samples: int = 8
+    max_epochs: int = 10
+    grace_period: int = 2
+    reduction_factor: int = 2
+    lr: tuple[float, float] = (1e-3, 3e-2)
+    momentum: tuple[float, float] = (0.8, 0.95)
+    batch_size: tuple[int, ...] = (32, 64, 128)
+    dropout: tuple[float, ...] = (0.0, 0.25)
+    seed: int = 0
+
+    def validate(self, key: str) -> None:  # ``net`` is checked against the registry by tuning
+        _check(bool(self.net), f"{key}.net", self.net, "a network name")
+        _check(self.num_samples >= 1, f"{key}.num_samples", self.num_samples, ">= 1")
+        _check(self.max_epochs >= 1, f"{key}.max_epochs", self.max_epochs, ">= 1")
+        _check(1 <= self.grace_period <= self.max_epochs, f"{key}.grace_period",
+               self.grace_period, "in [1, max_epochs]")
+        _check(self.reduction_factor >= 2, f"{key}.reduction_factor", self.reduction_factor,
+               ">= 2")
+        _check(0 < self.lr[0] <= self.lr[1], f"{key}.lr", list(self.lr), "0 < low <= high")
+        _check(0 <= self.momentum[0] <= self.momentum[1] < 1, f"{key}.momentum",
+               list(self.momentum), "0 <= low <= high < 1")
+        _check(bool(self.batch_size) and min(self.batch_size) >= 1, f"{key}.batch_size",
+               list(self.batch_size), "non-empty, each >= 1")
+        _check(bool(self.dropout) and all(0 <= d < 1 for d in self.dropout), f"{key}.dropout",
+               list(self.dropout), "non-empty, each in [0, 1)")
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -237,6 +296,8 @@ class Config:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    tune: SearchConfig = field(default_factory=SearchConfig)
 
     def level(self, k: int) -> Level1Config | PatchLevelConfig:
         """The section of level ``k`` (1, 2 or 3)."""

@@ -9,7 +9,10 @@ Boxes are returned as float64 ``(k, 4)`` (left, top, right, bottom) in the
 library's pixel-index convention: a detection covering pixels ``x .. x+w-1``
 has ``left = x - 0.5`` and ``right = x + w - 0.5``. They are square and
 looser than MTFL's boxes (which are about 1.3x taller than wide): networks use
-:func:`facecascade.frame.face_frame`, never the raw box.
+:func:`facecascade.frame.face_frame`, never the raw box. :func:`find_faces`
+detects and then maps the boxes by the ``detect`` section of the params
+(:func:`calibrate_boxes`), whose numbers :func:`measure_calibration` derives from
+a set's own boxes (``bench/detector_boxes.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import cv2
 import numpy as np
 
 from .checks import check_image
+from .config import DetectConfig
+from .geometry import box_center, boxes_from_center
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +88,44 @@ def detect_faces(image: np.ndarray, *, min_size_frac: float = 0.1, scale_factor:
                              rects[:, 1] + rects[:, 3]]) - 0.5
     order = np.lexsort((boxes[:, 0], boxes[:, 1], -(rects[:, 2] * rects[:, 3])))
     return boxes[order].reshape(-1, 4)
+
+
+def calibrate_boxes(boxes: np.ndarray, dcfg: DetectConfig) -> np.ndarray:
+    """Square boxes ``(k, 4)`` of side ``scale * side`` moved by ``shift_*`` box sides.
+
+    >>> calibrate_boxes(np.array([[0., 0., 100., 100.]]),
+    ...                 DetectConfig(scale=0.9, shift_x=0.1)).tolist()
+    [[15.0, 5.0, 105.0, 95.0]]
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    side = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    centre = box_center(boxes) + np.stack([dcfg.shift_x * side, dcfg.shift_y * side], axis=1)
+    return boxes_from_center(centre, dcfg.scale * side).reshape(-1, 4)
+
+
+def find_faces(image: np.ndarray, dcfg: DetectConfig) -> np.ndarray:
+    """:func:`detect_faces` (largest first) mapped to the training boxes by ``dcfg``."""
+    return calibrate_boxes(detect_faces(image, min_size_frac=dcfg.min_size_frac), dcfg)
+
+
+def measure_calibration(set_frames: np.ndarray, detector_frames: np.ndarray
+                        ) -> dict[str, float]:
+    """``scale``, ``shift_x``, ``shift_y`` mapping detector frames to a set's frames.
+
+    Both are square face frames ``(n, 4)`` of the same faces
+    (:func:`facecascade.frame.face_frame` of the list's boxes and of the matched
+    detections). Medians, so a few bad matches do not move them.
+
+    >>> measure_calibration(np.array([[5., 0., 95., 90.]]), np.array([[0., 0., 100., 100.]]))
+    {'scale': 0.9, 'shift_x': 0.0, 'shift_y': -0.05}
+    """
+    a = np.asarray(set_frames, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(detector_frames, dtype=np.float64).reshape(-1, 4)
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"need the same faces in both: {len(a)} set frames, "
+                         f"{len(b)} detector frames")
+    side_a, side_b = a[:, 2] - a[:, 0], b[:, 2] - b[:, 0]
+    shift = (box_center(a) - box_center(b)) / side_b[:, None]
+    return {"scale": round(float(np.median(side_a / side_b)), 4),
+            "shift_x": round(float(np.median(shift[:, 0])), 4),
+            "shift_y": round(float(np.median(shift[:, 1])), 4)}

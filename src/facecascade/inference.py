@@ -126,7 +126,7 @@ def predict_requests(cascade: Cascade, requests: Sequence[FaceRequest], *, max_p
     per level); ``problems`` lists requests that gave no face (``path``,
     ``reason``), never dropped silently.
     """
-    from .detect import detect_faces
+    from .detect import find_faces
     from .images import ImageError, load_image
 
     rows: list[pd.DataFrame] = []
@@ -141,7 +141,7 @@ def predict_requests(cascade: Cascade, requests: Sequence[FaceRequest], *, max_p
             except ImageError as exc:
                 problems.append({"path": req.path, "reason": exc.reason})
                 continue
-            b = req.boxes if req.boxes is not None else detect_faces(img)
+            b = req.boxes if req.boxes is not None else find_faces(img, cascade.cfg.detect)
             if len(b) == 0:
                 problems.append({"path": req.path, "reason": "no face found by detector"})
                 continue
@@ -192,6 +192,32 @@ def write_table(df: pd.DataFrame, path: str | Path) -> None:
             df.to_parquet(tmp, index=False)
 
 
+def drawing_path(out_dir: Path, path: str, source: str | Path, used: set[Path]) -> Path:
+    """Where the drawing of image ``path`` goes: always inside ``out_dir``, never the source.
+
+    A relative path without ``..`` keeps its folders (``imgs/a.jpg`` ->
+    ``out_dir/imgs/a.png``); an absolute or escaping path keeps only its file name.
+    Names already ``used`` get ``-2``, ``-3``, ...; a name that is the source file
+    itself (drawing into the image folder) gets ``.points.png``.
+
+    >>> drawing_path(Path("out"), "/data/x/a.jpg", "/data/x/a.jpg", set())
+    PosixPath('out/a.png')
+    """
+    rel = Path(path.replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        rel = Path(rel.name or "image")
+    target = out_dir / rel.with_suffix(".png")
+    source_resolved = Path(source).resolve()
+    if target.resolve() == source_resolved:
+        target = target.with_suffix(".points.png")
+    stem, k = target.with_suffix(""), 2
+    while target in used:
+        target = Path(f"{stem}-{k}.png")
+        k += 1
+    used.add(target)
+    return target
+
+
 def draw_predictions(points: pd.DataFrame, requests: Sequence[FaceRequest], out_dir: str | Path,
                      *, max_pixels: int) -> Iterator[Path]:
     """Write a copy of each image with its predicted points drawn; yield the written paths."""
@@ -203,6 +229,7 @@ def draw_predictions(points: pd.DataFrame, requests: Sequence[FaceRequest], out_
 
     out_dir = Path(out_dir)
     by_path = {r.path: r for r in requests}
+    used: set[Path] = set()
     for path, group in points.groupby("path", sort=False):
         img = load_image(by_path[path].file, max_pixels=max_pixels)
         if "level" in group:
@@ -214,7 +241,7 @@ def draw_predictions(points: pd.DataFrame, requests: Sequence[FaceRequest], out_
                                         ("box_left", "box_top", "box_right", "box_bottom"))
             cv2.rectangle(img, (left, top), (right, bottom), (255, 160, 0),
                           max(1, img.shape[1] // 300))
-        target = out_dir / Path(path).with_suffix(".png")
+        target = drawing_path(out_dir, path, by_path[path].file, used)
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             ok, buf = cv2.imencode(".png", img)

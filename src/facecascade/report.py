@@ -104,6 +104,45 @@ def plot_ced(errors_by_level: Mapping[int | str, np.ndarray], path: str | Path, 
     return _save(fig, path)
 
 
+def plot_search_curves(curves: Mapping[str, Sequence[float]], path: str | Path, *,
+                       best: str | None = None,
+                       title: str = "Hyperparameter search") -> Path:
+    """Validation NME per epoch of each trial of a search; the best trial drawn bold.
+
+    Trials the scheduler stopped early end where they stopped.
+
+    Parameters
+    ----------
+    curves : mapping
+        ``{trial label: [val NME after epoch 1, 2, ...]}`` (fractions of IOD).
+    path : path
+        Output PNG, written atomically.
+    best : str, optional
+        Label of the best trial.
+    """
+    if not curves:
+        raise ValueError("curves is empty; pass at least one trial")
+    fig = _figure(6.4, 4.6)
+    ax = fig.add_subplot()
+    for i, (label, values) in enumerate(curves.items()):
+        v = _errors_1d(values, f"curves[{label!r}]")
+        if not len(v):
+            continue
+        bold = label == best
+        ax.plot(np.arange(1, len(v) + 1), 100 * v, marker="o", ms=3, lw=2.5 if bold else 1,
+                color="black" if bold else LEVEL_COLOURS[i % len(LEVEL_COLOURS)],
+                alpha=1.0 if bold else 0.7, label=f"{label}{' (best)' if bold else ''}")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation NME (% of inter-ocular distance)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", fontsize=7)
+    return _save(fig, path)
+
+
 def plot_point_errors(report: Mapping[str, Mapping[str, Any]], path: str | Path, *,
                       title: str = "Mean error per point") -> Path:
     """Grouped bars of a :func:`facecascade.metrics.level_report`.
@@ -247,6 +286,12 @@ def face_tile(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, *,
     return draw_points(tile, moved[1], gt=moved[0])
 
 
+def _short_label(label: str, width: int = 26) -> str:
+    """A tile label that fits over its tile: ``folder/name.jpg:12`` keeps its end."""
+    label = str(label).replace("\\", "/")
+    return label if len(label) <= width else "\u2026" + label[-(width - 1):]
+
+
 def plot_face_grid(images: Sequence[np.ndarray], gt: np.ndarray, pred: np.ndarray,
                    errors: np.ndarray, path: str | Path, *, boxes: np.ndarray | None = None,
                    title: str = "", labels: Sequence[str] | None = None, cols: int = 4,
@@ -290,15 +335,15 @@ def plot_face_grid(images: Sequence[np.ndarray], gt: np.ndarray, pred: np.ndarra
         raise ValueError(f"labels has {len(labels)} items, expected {n}")
     cols = max(1, min(int(cols), n))
     rows = -(-n // cols)
-    fig = _figure(2.0 * cols, 2.15 * rows + 0.55)
+    fig = _figure(2.0 * cols, 2.3 * rows + 0.55)
     for i in range(n):
         t = face_tile(images[i], gt[i], pred[i], box=None if boxes is None else boxes[i],
                       size=tile)
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(t[:, :, ::-1], interpolation="nearest")
         ax.set_axis_off()
-        prefix = f"{labels[i]}: " if labels is not None else ""
-        ax.set_title(f"{prefix}NME {100 * errors[i]:.2f}%", fontsize=9)
+        label = f"{_short_label(labels[i])}\n" if labels is not None else ""
+        ax.set_title(f"{label}NME {100 * errors[i]:.2f}%", fontsize=8)
     key = "green + ground truth,  red \u25cf prediction"
     fig.suptitle(f"{title}\n{key}" if title else key, fontsize=9)
     return _save(fig, path)

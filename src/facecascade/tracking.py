@@ -623,6 +623,61 @@ def log_network_run(client: MlflowClient, level_run_id: str, job: NetworkJob, *,
     return run_id
 
 
+def log_search(client: MlflowClient, experiment_id: str, search: Any, *,
+               params: Mapping[str, Any] | None = None,
+               artifacts: Sequence[str | Path] = ()) -> str:
+    """Write a Ray Tune search (:class:`facecascade.tuning.SearchResult`) to MLflow.
+
+    One run ``tune-{net}`` (tag ``facecascade.kind = search``) holds the space and
+    ``params`` as params, the best trial's settings as ``best.*`` params, metric
+    ``best_val_nme`` and the ``artifacts`` (e.g. the curves plot and result JSON);
+    under it, one child run per trial with its sampled settings, one ``val_nme`` /
+    ``train_loss`` / ``lr`` point per epoch, and status FINISHED (ran to the end or
+    was stopped early by the scheduler, tag ``facecascade.stopped_early``) or FAILED.
+
+    Returns
+    -------
+    str
+        The search run's id.
+    """
+    from mlflow.entities import Metric
+
+    run = client.create_run(experiment_id, run_name=f"tune-{search.net}",
+                            tags={KIND_TAG: "search", NET_TAG: search.net,
+                                  LEVEL_TAG: str(search.level)})
+    run_id = run.info.run_id
+    with fail_on_error(client, run_id):
+        _log_params(client, run_id, {"net": search.net, "space": search.space,
+                                     "trials": len(search.trials), **dict(params or {})})
+        now = _ms(time.time())
+        for trial in search.trials:
+            child = client.create_run(experiment_id, run_name=trial.trial_id,
+                                      tags={PARENT_TAG: run_id, KIND_TAG: "trial",
+                                            NET_TAG: search.net})
+            cid = child.info.run_id
+            _log_params(client, cid, trial.config)
+            metrics = [Metric(k, float(h[k]), now, int(h["epoch"]))
+                       for h in trial.history for k in ("val_nme", "train_loss", "lr")]
+            if trial.history:
+                metrics.append(Metric("best_val_nme", trial.best_val_nme, now, 0))
+            for i in range(0, len(metrics), _MAX_METRICS_PER_BATCH):
+                client.log_batch(cid, metrics=metrics[i:i + _MAX_METRICS_PER_BATCH])
+            client.set_tag(cid, "facecascade.stopped_early", str(trial.status == "stopped"))
+            if trial.error:
+                client.set_tag(cid, ERROR_TAG, trial.error[:_MAX_TAG_LEN])
+            client.set_terminated(cid, status="FAILED" if trial.status == "failed"
+                                  else "FINISHED")
+        if any(t.history for t in search.trials):
+            best = search.best
+            _log_params(client, run_id, {"best": {"trial": best.trial_id, **best.config}})
+            client.log_metric(run_id, "best_val_nme", best.best_val_nme)
+        client.log_metric(run_id, "search_seconds", float(search.seconds))
+        for path in artifacts:
+            client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
+
+
 # --------------------------------------------------------------------------- model
 def _is_path(value: str) -> bool:
     """Whether an ``image`` string names a file rather than holding base64."""
@@ -791,9 +846,9 @@ def predict_frame(cascade: Cascade, frame: pd.DataFrame, *, max_image_bytes: int
         image = read_request_image(value, row, max_bytes=max_image_bytes,
                                    max_pixels=max_image_pixels, allow_paths=allow_paths)
         if np.isnan(boxes_in[row]).all():
-            from .detect import detect_faces
+            from .detect import find_faces
 
-            found = np.asarray(detect_faces(image), np.float64).reshape(-1, 4)
+            found = find_faces(image, cascade.cfg.detect)
         else:
             found = boxes_in[row][None]
         if not len(found):

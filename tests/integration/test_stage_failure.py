@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_orchestration import write_tables  # same directory (rootdir import mode)
 
 from facecascade.nets import level_nets
-
-from test_orchestration import write_tables  # same directory (rootdir import mode)
 
 pytestmark = pytest.mark.integration
 

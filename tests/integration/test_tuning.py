@@ -1,0 +1,85 @@
+"""A real Ray Tune search (`facecascade tune`) on a local Ray, logged to a real MLflow store.
+
+The crop tables are the blob tables of test_orchestration (target = blob centre), so
+training visibly beats predicting the mean centre. Runtime on the 2-core development
+machine: about 1 min.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_orchestration import write_tables  # same directory (rootdir import mode)
+
+from facecascade.cli import main
+from facecascade.crops import read_crop_table
+
+pytestmark = pytest.mark.integration
+
+NET = "LE21"
+SEARCH = {"net": NET, "num_samples": 4, "max_epochs": 3, "grace_period": 1,
+          "reduction_factor": 2, "lr": [0.002, 0.05], "momentum": [0.85, 0.9],
+          "batch_size": [32, 64], "dropout": [0.0], "seed": 3}
+
+
+def mean_centre_nme(crop_dir: Path) -> float:
+    """Val NME of always predicting the mean training target (the known baseline)."""
+    tr = read_crop_table(crop_dir / f"{NET}.train.parquet")
+    va = read_crop_table(crop_dir / f"{NET}.val.parquet")
+    err = (tr["target"].mean(axis=0) - va["target"]) * va["win_wh"]
+    return float((np.linalg.norm(err, axis=1) / va["iod"]).mean())
+
+
+def test_tune_command_searches_reports_and_logs(tmp_path: Path, monkeypatch, capsys) -> None:
+    import yaml
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    write_tables(tmp_path / "crops", [NET], n_train=512, n_val=128)
+    params = {"tune": SEARCH, "level2": {"train": {"batch_size": 32}},
+              "resources": {"cpus_per_net": 1.0, "max_failures": 0, "torch_threads": 1}}
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+
+    assert main(["tune", "--crops", "crops", "--out", "tune", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "best:" in out and "4 trials" in out
+
+    doc = json.loads(Path("tune/search.json").read_text())
+    assert doc["net"] == NET and doc["level"] == 2 and len(doc["trials"]) == 4
+    for trial in doc["trials"]:
+        epochs = [h["epoch"] for h in trial["history"]]
+        assert epochs == list(range(1, len(epochs) + 1)) and 1 <= len(epochs) <= 3, trial
+        assert trial["status"] == ("finished" if len(epochs) == 3 else "stopped"), trial
+        c = trial["config"]
+        assert 0.002 <= c["lr"] <= 0.05 and 0.85 <= c["momentum"] <= 0.9
+        assert c["batch_size"] in (32, 64) and c["dropout"] == 0.0
+    assert len({t["config"]["lr"] for t in doc["trials"]}) == 4  # sampled, not repeated
+    best = doc["best"]
+    assert best["best_val_nme"] == min(t["best_val_nme"] for t in doc["trials"])
+    # training beat the known answer of predicting the mean centre
+    assert best["best_val_nme"] < 0.8 * mean_centre_nme(tmp_path / "crops")
+    suggested = doc["suggested_level2_train"]
+    assert suggested["lr"] == best["config"]["lr"] and suggested["epochs"] == 20
+    assert Path("tune/curves.png").stat().st_size > 5000
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("facecascade")
+    runs = client.search_runs([exp.experiment_id], max_results=50)
+    search = [r for r in runs if r.data.tags.get("facecascade.kind") == "search"]
+    assert len(search) == 1 and search[0].info.status == "FINISHED"
+    assert search[0].data.metrics["best_val_nme"] == pytest.approx(best["best_val_nme"])
+    assert float(search[0].data.params["best.lr"]) == pytest.approx(best["config"]["lr"])
+    trials = [r for r in runs
+              if r.data.tags.get("mlflow.parentRunId") == search[0].info.run_id]
+    assert len(trials) == 4 and all(r.info.status == "FINISHED" for r in trials)
+    for r in trials:
+        history = client.get_metric_history(r.info.run_id, "val_nme")
+        assert [m.step for m in history] == list(range(1, len(history) + 1))
+    artifacts = {a.path for a in client.list_artifacts(search[0].info.run_id)}
+    assert {"search.json", "curves.png"} <= artifacts

@@ -4,7 +4,8 @@ Real DVC, a real local Ray (started by the train stages), a real MLflow SQLite s
 registry. Checks: every stage ran; MLflow holds one pipeline run with 3 level runs and 23
 network runs; the registered version carries its lineage tags and the champion alias;
 `models:/facecascade@champion` predicts 5 points; a second `dvc repro` has nothing to do;
-editing a level-3 parameter reruns only level 3 and what follows.
+editing a level-3 parameter reruns only level 3 and what follows; secrets in the
+environment of `dvc repro` appear nowhere in its output, files or MLflow store.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ TINY = {
     "level1.train.epochs": 2, "level2.train.epochs": 2, "level3.train.epochs": 2,
     "level1.crops.augment.copies": 0, "level2.crops.shakes": 1, "level3.crops.shakes": 1,
     "resources.cpus_per_net": 0.5, "evaluate.grid_faces": 2,
+}
+#: credentials a real user's shell may hold; none may leak into logs, params, tags or files
+SECRETS = {
+    "AWS_SECRET_ACCESS_KEY": "fc-secret-aws-5ba1c0ffee",
+    "MLFLOW_TRACKING_PASSWORD": "fc-secret-mlflow-7e57",
+    "HF_TOKEN": "hf_fcsecrettoken0123456789",
+    "GITHUB_TOKEN": "ghp_fcsecret0123456789abcdef",
 }
 
 
@@ -64,7 +72,7 @@ def project(tmp_path_factory):
             shutil.copy2(src, proj / f)
     set_params(proj / "params.yaml", TINY)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
-    env.update({"DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+    env.update({**SECRETS, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"})
     bin_dir = Path(sys.executable).parent
     run(["git", "init", "-q"], proj, env)
@@ -160,3 +168,23 @@ def test_level3_edit_reruns_only_level3_onwards(project):
         assert ran == {"crops@3", "train@3", "predict@3", "evaluate", "register"}, log
     finally:
         (proj / "params.yaml").write_text(original)
+
+
+def test_no_secret_reaches_logs_files_or_mlflow(project):
+    proj, _, log = project
+    from mlflow import MlflowClient
+
+    values = [v.encode() for v in SECRETS.values()]
+    assert not [v for v in values if v in log.encode()]
+    leaks = [str(f.relative_to(proj)) for f in proj.rglob("*")
+             if f.is_file() and ".git" not in f.parts
+             and any(v in f.read_bytes() for v in values)]
+    assert not leaks  # includes mlflow.db, dvc.lock, outputs/, models/, Ray's storage
+    client = MlflowClient(tracking_uri=f"sqlite:///{proj / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("facecascade")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    texts = [f"{k}={v}" for r in runs for k, v in {**r.data.params, **r.data.tags}.items()]
+    texts += [f"{k}={v}" for mv in client.search_model_versions("name='facecascade'")
+              for k, v in mv.tags.items()]
+    assert len(runs) >= 27 and texts
+    assert not [t for t in texts if any(v.decode() in t for v in values)]

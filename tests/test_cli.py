@@ -171,3 +171,16 @@ def test_predict_real_photo_without_box_draws_into_out_dir_only(model_dir, tmp_p
     assert 100 < box[2] - box[0] < 350  # a face-sized box in the 400x400 photo
     assert [p.name for p in (tmp_path / "drawn").iterdir()] == ["1006_0_0.png"]
     assert sorted(p.name for p in folder.iterdir()) == before  # nothing written beside it
+
+
+def test_commands_run_outside_a_project_with_default_params(cuhk_list, tmp_path, monkeypatch,
+                                                            capsys):
+    monkeypatch.chdir(tmp_path)  # no params.yaml here
+    assert main(["ingest", "--format", "cuhk", "--root", str(cuhk_list), "--list",
+                 str(cuhk_list / "list.txt"), "--out", "f.parquet", "--rejects", "r.parquet"]) == 0
+    assert len(pd.read_parquet("f.parquet")) == 3
+    # a params file named explicitly must exist
+    assert main(["--params", "nope.yaml", "ingest", "--format", "cuhk", "--root", str(cuhk_list),
+                 "--list", str(cuhk_list / "list.txt"), "--out", "g.parquet",
+                 "--rejects", "s.parquet"]) == 2
+    assert "nope.yaml: params file not found" in capsys.readouterr().err

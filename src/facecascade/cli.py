@@ -13,7 +13,9 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from .config import Config, ConfigError, load_config
+
+DEFAULT_PARAMS = "params.yaml"
 
 FORMATS = ("cuhk", "mtfl", "pts")
 
@@ -23,6 +25,11 @@ class UsageError(Exception):
 
 
 def _cfg(args: argparse.Namespace):
+    """The params of ``--params``; without the option and outside a project, the defaults."""
+    if args.params is None:
+        if not Path(DEFAULT_PARAMS).is_file():
+            return Config()
+        return load_config(DEFAULT_PARAMS)
     return load_config(args.params)
 
 
@@ -177,7 +184,8 @@ def cmd_count_params(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facecascade", description=__doc__.splitlines()[0])
-    p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    p.add_argument("--params", help=f"params file (default: ./{DEFAULT_PARAMS} if present, "
+                                    "else the built-in defaults)")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 

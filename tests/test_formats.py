@@ -364,10 +364,11 @@ def test_validate_faces_checks_each_face_against_its_image(root, tmp_path):
         cuhk_line("gone.jpg"),                                        # 9 removed after reading
         cuhk_line("sub/c.jpg", edge, box=(20, 15, 95, 78)),           # 10 ok: tolerance
         "bad line",                                                   # 11 reader reject
+        cuhk_line("a.jpg", FACE + 4, box=(80, 15, 20, 72)),           # 12 inverted box
     ]
     faces, rejects = read_cuhk(_write(tmp_path / "l.txt", lines), root)
     (root / "gone.jpg").unlink()
-    assert len(faces) == 10 and len(rejects) == 1
+    assert len(faces) == 11 and len(rejects) == 1
     out, rej = validate_faces(faces, rejects, root, max_image_pixels=BIG)
     assert out["line"].tolist() == [1, 6, 10]
     assert out["face_id"].tolist() == [0, 1, 2]
@@ -386,7 +387,8 @@ def test_validate_faces_checks_each_face_against_its_image(root, tmp_path):
     assert got[8] == ("image too large: 50000x50000 = 2500000000 pixels > max_image_pixels "
                       "10000000 (bomb.png)")
     assert got[9] == "image missing: gone.jpg"
-    assert len(rej) == 8
+    assert got[12].startswith("box inverted: right - left = -60.00")
+    assert len(rej) == 9
 
 
 def test_validate_loads_each_image_once(root, tmp_path, monkeypatch):

@@ -625,6 +625,9 @@ def _points_in_box(points: np.ndarray, box: np.ndarray, margin: float = BOX_MARG
 def _box_problem(box: np.ndarray, points: np.ndarray, width: int, height: int) -> str | None:
     """Reject reason of a face box, or None when the box is usable."""
     w, h = box[2] - box[0], box[3] - box[1]
+    if w < 0 or h < 0:
+        return (f"box inverted: right - left = {w:.2f}, bottom - top = {h:.2f} (the box is "
+                f"left, top, right, bottom; CUHK lists give left, right, top, bottom)")
     if not (w > MIN_BOX_SIZE and h > MIN_BOX_SIZE):
         return (f"box degenerate: width {w:.2f}, height {h:.2f} (both must be > "
                 f"{MIN_BOX_SIZE:g} px; the box is left, top, right, bottom)")

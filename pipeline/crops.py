@@ -12,7 +12,7 @@ import pandas as pd
 
 from facecascade.crops import write_level_crops
 from facecascade.predictions import read_predictions
-from facecascade.stage import parse_argv
+from facecascade.stage import parse_argv, run
 
 
 def main() -> None:
@@ -26,4 +26,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -16,7 +16,7 @@ from facecascade.formats import faces_to_arrays
 from facecascade.images import load_image
 from facecascade.metrics import format_table, mean_shape_baseline
 from facecascade.predictions import read_predictions
-from facecascade.stage import parse_argv
+from facecascade.stage import parse_argv, run
 
 
 def main() -> None:
@@ -40,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

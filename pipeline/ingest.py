@@ -9,7 +9,7 @@ import json
 
 from facecascade.formats import assign_split, ingest
 from facecascade.io import write_json_atomic, write_parquet_atomic
-from facecascade.stage import parse_argv
+from facecascade.stage import parse_argv, run
 
 
 def main() -> None:
@@ -28,4 +28,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from facecascade.cascade import cascade_from_weight_files
 from facecascade.predictions import predict_faces, read_predictions, write_predictions
-from facecascade.stage import parse_argv
+from facecascade.stage import parse_argv, run
 
 
 def main() -> None:
@@ -30,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

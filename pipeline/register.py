@@ -14,7 +14,7 @@ from pathlib import Path
 
 from facecascade import tracking
 from facecascade.cascade import cascade_from_weight_files, save_cascade
-from facecascade.stage import parse_argv
+from facecascade.stage import parse_argv, run
 
 
 def main() -> None:
@@ -44,4 +44,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

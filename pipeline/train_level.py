@@ -16,7 +16,7 @@ from pathlib import Path
 
 from facecascade import orchestration, tracking
 from facecascade.io import atomic_path, write_json_atomic
-from facecascade.stage import parse_argv
+from facecascade.stage import parse_argv, run
 
 
 def main() -> None:
@@ -59,7 +59,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     try:
-        main()
+        run(main)
     except orchestration.LevelTrainingError as exc:
         print(f"train_level: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -235,6 +235,25 @@ def test_failing_level_block_marks_runs_failed_and_key_reopens(store):
     assert tr.parent_run(client, exp, "key2") != parent
 
 
+def test_failed_stage_ends_its_open_pipeline_run(store, tmp_path):
+    cfg, client, exp = store
+    project = Path(client.tracking_uri[len("sqlite:///"):]).parent
+    key = tr.lineage(cfg, project_dir=project)["pipeline_key"]
+    parent = tr.parent_run(client, exp, key)
+    assert tr.fail_pipeline_run(cfg, project_dir=project,
+                                error=FileNotFoundError("faces.parquet")) == parent
+    run = client.get_run(parent)
+    assert run.info.status == "FAILED" and "faces.parquet" in run.data.tags[tr.ERROR_TAG]
+    # nothing open any more: nothing to do; a rerun reopens the same pipeline run
+    assert tr.fail_pipeline_run(cfg, project_dir=project, error=RuntimeError()) is None
+    assert tr.parent_run(client, exp, key) == parent
+    tr.finish_run(client, parent)
+    # no store: nothing is created
+    empty = with_store(cfg, tmp_path / "none.db")
+    assert tr.fail_pipeline_run(empty, project_dir=tmp_path, error=RuntimeError()) is None
+    assert not (tmp_path / "none.db").exists()
+
+
 def test_log_network_run_rejects_unknown_status_and_bad_key(store, tmp_path):
     _, client, exp = store
     parent = tr.parent_run(client, exp, "key3")

@@ -4,9 +4,33 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import Config, ConfigError, load_config
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a stage's ``main``; if it raises, end the pipeline's open MLflow run FAILED.
+
+    The exception then propagates (DVC sees a non-zero exit and the traceback or
+    message); Ctrl-C ends the run KILLED. ``SystemExit`` from argument errors
+    passes through untouched.
+    """
+    try:
+        main()
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        try:
+            cfg = load_config(sys.argv[1])
+        except (ConfigError, IndexError):
+            raise exc from None
+        from .tracking import fail_pipeline_run
+
+        fail_pipeline_run(cfg, project_dir=Path.cwd(), error=exc,
+                          status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
 
 
 def parse_argv(doc: str, names: list[str]) -> tuple[Config, dict[str, str]]:

@@ -435,6 +435,48 @@ def parent_run(client: MlflowClient, experiment_id: str, key: str, *,
     return run.info.run_id
 
 
+def fail_pipeline_run(cfg: Config, *, project_dir: str | Path, error: BaseException,
+                      status: str = "FAILED") -> str | None:
+    """Mark this pipeline's open run FAILED after a stage that does not log to MLflow failed.
+
+    Finds the RUNNING run tagged with this checkout's pipeline key (:func:`lineage`)
+    and ends it FAILED with the error as tag ``facecascade.error``, so no pipeline is
+    left RUNNING by a failed ``crops``/``predict``/``evaluate`` stage. Creates
+    nothing: without a store or such a run it does nothing. Never raises (the
+    stage's own error is what the user must see).
+
+    Returns
+    -------
+    str or None
+        The id of the run marked FAILED.
+    """
+    try:
+        uri = tracking_uri(cfg, project_dir=project_dir)
+        db = _sqlite_path(uri)
+        if db is not None and not db.is_file():
+            return None
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        exp = client.get_experiment_by_name(cfg.mlflow.experiment)
+        if exp is None:
+            return None
+        key = lineage(cfg, project_dir=project_dir)["pipeline_key"]
+        runs = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.`{PIPELINE_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
+            max_results=1)
+        if not runs:
+            return None
+        run_id = runs[0].info.run_id
+        client.set_tag(run_id, ERROR_TAG, _error_text(error))
+        client.set_terminated(run_id, status=_check_status(status))
+        return run_id
+    except Exception:  # noqa: BLE001 - never hide the stage's error
+        logger.exception("could not mark the pipeline run FAILED")
+        return None
+
+
 def start_level_run(client: MlflowClient, parent_id: str, level: int,
                     params: Mapping[str, Any]) -> str:
     """Create the child run ``level{level}`` of pipeline run ``parent_id`` and log ``params``.

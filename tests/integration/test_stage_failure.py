@@ -64,3 +64,31 @@ def test_failing_network_fails_the_stage_and_its_mlflow_runs(tmp_path: Path) -> 
     assert statuses[BAD_NET] == "FAILED", statuses
     assert all(s == "FINISHED" for n, s in statuses.items() if n != BAD_NET), statuses
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+
+
+def test_failed_stage_without_mlflow_ends_the_pipeline_run_failed(tmp_path: Path) -> None:
+    """crops@2 fails (its faces table is missing) after train@1 opened the pipeline run."""
+    from mlflow import MlflowClient
+
+    from facecascade import tracking
+    from facecascade.config import load_config
+
+    (tmp_path / "params.yaml").write_text("resources: {seed: 0}\n")
+    cfg = load_config(tmp_path / "params.yaml")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = tracking.experiment_id(client, cfg.mlflow.experiment)
+    key = tracking.lineage(cfg, project_dir=tmp_path)["pipeline_key"]
+    parent = tracking.parent_run(client, exp, key)  # as the train@1 stage leaves it
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
+    env.update({"MLFLOW_DISABLE_TELEMETRY": "true",
+                "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])})
+    proc = subprocess.run([sys.executable, "-m", "pipeline.crops", "params.yaml", "2",
+                           "outputs/faces.parquet", "outputs/predictions/level1.parquet",
+                           "outputs/crops/level2"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "faces.parquet" in proc.stderr
+    run = client.get_run(parent)
+    assert run.info.status == "FAILED", run.info
+    assert "faces.parquet" in run.data.tags["facecascade.error"]
+    assert not (tmp_path / "outputs" / "crops").exists()

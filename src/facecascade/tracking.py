@@ -93,6 +93,7 @@ KIND_TAG = "facecascade.kind"
 LEVEL_TAG = "facecascade.level"
 NET_TAG = "facecascade.net"
 ERROR_TAG = "facecascade.error"
+STOPPED_EARLY_TAG = "facecascade.stopped_early"
 PARENT_TAG = "mlflow.parentRunId"
 CHAMPION = "champion"
 #: lineage tags every registered version carries (besides ``val_nme`` and ``pipeline_run_id``)
@@ -379,6 +380,12 @@ def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) ->
         client.log_batch(run_id, params=items[i:i + _MAX_PARAMS_PER_BATCH])
 
 
+def _log_metrics(client: MlflowClient, run_id: str, metrics: Sequence[Any]) -> None:
+    """Log ``mlflow.entities.Metric`` points in batches of MLflow's maximum size."""
+    for i in range(0, len(metrics), _MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=list(metrics[i:i + _MAX_METRICS_PER_BATCH]))
+
+
 def _tags(mapping: Mapping[str, Any]) -> dict[str, str]:
     """Redacted string tags (values cut to 5000 chars)."""
     return {k: v[:_MAX_TAG_LEN] for k, v in _flatten(redact(mapping)).items()}
@@ -650,12 +657,11 @@ def log_network_run(client: MlflowClient, level_run_id: str, job: NetworkJob, *,
             summary["best_epoch"] = job.best_epoch
         best_step = int(job.best_epoch) if job.best_epoch is not None else 0
         metrics += [Metric(k, float(v), _ms(end), best_step) for k, v in summary.items()]
-        for i in range(0, len(metrics), _MAX_METRICS_PER_BATCH):
-            client.log_batch(run_id, metrics=metrics[i:i + _MAX_METRICS_PER_BATCH])
+        _log_metrics(client, run_id, metrics)
         if job.error:
             client.set_tag(run_id, ERROR_TAG, str(job.error)[:_MAX_TAG_LEN])
         if getattr(job, "stopped_early", None) is not None:
-            client.set_tag(run_id, "facecascade.stopped_early", str(bool(job.stopped_early)))
+            client.set_tag(run_id, STOPPED_EARLY_TAG, str(bool(job.stopped_early)))
         if job.weights_path and Path(job.weights_path).is_file():
             client.log_artifact(run_id, str(job.weights_path), "weights")
         elif status == "FINISHED":
@@ -673,9 +679,10 @@ def log_search(client: MlflowClient, experiment_id: str, search: Any, *,
     One run ``tune-{net}`` (tag ``facecascade.kind = search``) holds the space and
     ``params`` as params, the best trial's settings as ``best.*`` params, metric
     ``best_val_nme`` and the ``artifacts`` (e.g. the curves plot and result JSON);
-    under it, one child run per trial with its sampled settings, one ``val_nme`` /
-    ``train_loss`` / ``lr`` point per epoch, and status FINISHED (ran to the end or
-    was stopped early by the scheduler, tag ``facecascade.stopped_early``) or FAILED.
+    under it, one child run per trial with its sampled settings, one point per epoch
+    of each number in its history (``train_loss``, ``val_nme``, ``lr``), and status
+    FINISHED (ran to the end or was stopped early by the scheduler, tag
+    :data:`STOPPED_EARLY_TAG`) or FAILED.
 
     Returns
     -------
@@ -698,13 +705,12 @@ def log_search(client: MlflowClient, experiment_id: str, search: Any, *,
                                             NET_TAG: search.net})
             cid = child.info.run_id
             _log_params(client, cid, trial.config)
-            metrics = [Metric(k, float(h[k]), now, int(h["epoch"]))
-                       for h in trial.history for k in ("val_nme", "train_loss", "lr")]
+            metrics = [Metric(k, float(v), now, int(h["epoch"]))
+                       for h in trial.history for k, v in h.items() if k != "epoch"]
             if trial.history:
                 metrics.append(Metric("best_val_nme", trial.best_val_nme, now, 0))
-            for i in range(0, len(metrics), _MAX_METRICS_PER_BATCH):
-                client.log_batch(cid, metrics=metrics[i:i + _MAX_METRICS_PER_BATCH])
-            client.set_tag(cid, "facecascade.stopped_early", str(trial.status == "stopped"))
+            _log_metrics(client, cid, metrics)
+            client.set_tag(cid, STOPPED_EARLY_TAG, str(trial.status == "stopped"))
             if trial.error:
                 client.set_tag(cid, ERROR_TAG, trial.error[:_MAX_TAG_LEN])
             client.set_terminated(cid, status="FAILED" if trial.status == "failed"

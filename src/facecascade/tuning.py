@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: TrainConfig fields a search samples; the rest come from the network's level section
 SEARCHED = ("lr", "momentum", "batch_size", "dropout")
+#: what a trial reports after every epoch (its history records)
+REPORTED = ("epoch", "train_loss", "val_nme", "lr")
 
 
 @dataclass
@@ -140,7 +142,7 @@ def _trial(config: dict[str, Any], *, train: Mapping[str, Any], val: Mapping[str
 
     def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
         del state
-        tune.report({k: float(metrics[k]) for k in ("epoch", "train_loss", "val_nme", "lr")})
+        tune.report({k: float(metrics[k]) for k in REPORTED})
 
     fit_one(setup["net"], ArrayBatches(train, tcfg.batch_size, shuffle=True,
                                        seed=setup["seed"]),
@@ -152,11 +154,10 @@ def _trial(config: dict[str, Any], *, train: Mapping[str, Any], val: Mapping[str
 def _trial_result(result: Any, max_epochs: int) -> TrialResult:
     """A :class:`TrialResult` from one Ray Tune ``Result``."""
     df = result.metrics_dataframe
-    history: list[dict[str, float]] = []
+    history: list[dict[str, Any]] = []
     if df is not None and len(df) and "val_nme" in df:
-        for row in df[["epoch", "train_loss", "val_nme", "lr"]].itertuples(index=False):
-            history.append({"epoch": int(row.epoch), "train_loss": float(row.train_loss),
-                            "val_nme": float(row.val_nme), "lr": float(row.lr)})
+        history = [{**rec, "epoch": int(rec["epoch"])}
+                   for rec in df[list(REPORTED)].astype(float).to_dict("records")]
     trial_id = str((result.metrics or {}).get("trial_id") or Path(result.path).name)
     config = {k: result.config[k] for k in SEARCHED}
     if result.error is not None:

@@ -26,7 +26,8 @@ import numpy as np
 
 from .checks import check_image
 from .config import DetectConfig
-from .geometry import box_center, boxes_from_center
+from .frame import face_frame
+from .geometry import box_center
 
 logger = logging.getLogger(__name__)
 
@@ -91,16 +92,17 @@ def detect_faces(image: np.ndarray, *, min_size_frac: float = 0.1, scale_factor:
 
 
 def calibrate_boxes(boxes: np.ndarray, dcfg: DetectConfig) -> np.ndarray:
-    """Square boxes ``(k, 4)`` of side ``scale * side`` moved by ``shift_*`` box sides.
+    """The face frames of ``boxes`` at ``scale`` (:func:`facecascade.frame.face_frame`),
+    moved by ``shift_*`` times each box's side ``sqrt(w * h)``.
 
     >>> calibrate_boxes(np.array([[0., 0., 100., 100.]]),
     ...                 DetectConfig(scale=0.9, shift_x=0.1)).tolist()
     [[15.0, 5.0, 105.0, 95.0]]
     """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    side = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
-    centre = box_center(boxes) + np.stack([dcfg.shift_x * side, dcfg.shift_y * side], axis=1)
-    return boxes_from_center(centre, dcfg.scale * side).reshape(-1, 4)
+    frames = face_frame(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), dcfg.scale)
+    side = (frames[:, 2] - frames[:, 0]) / dcfg.scale  # sqrt(w * h) of each box
+    shift = np.stack([dcfg.shift_x * side, dcfg.shift_y * side], axis=1)
+    return frames + np.concatenate([shift, shift], axis=1)
 
 
 def find_faces(image: np.ndarray, dcfg: DetectConfig) -> np.ndarray:

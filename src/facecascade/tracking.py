@@ -715,7 +715,7 @@ def log_search(client: MlflowClient, experiment_id: str, search: Any, *,
                 client.set_tag(cid, ERROR_TAG, trial.error[:_MAX_TAG_LEN])
             client.set_terminated(cid, status="FAILED" if trial.status == "failed"
                                   else "FINISHED")
-        if any(t.history for t in search.trials):
+        if search.reported:
             best = search.best
             _log_params(client, run_id, {"best": {"trial": best.trial_id, **best.config}})
             client.log_metric(run_id, "best_val_nme", best.best_val_nme)

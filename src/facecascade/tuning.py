@@ -76,11 +76,15 @@ class SearchResult:
     seconds: float
 
     @property
+    def reported(self) -> list[TrialResult]:
+        """The trials that reported at least one epoch."""
+        return [t for t in self.trials if t.history]
+
+    @property
     def best(self) -> TrialResult:
-        ok = [t for t in self.trials if t.history]
-        if not ok:
+        if not self.reported:
             raise RuntimeError(f"search over {self.net}: no trial reported an epoch")
-        return min(ok, key=lambda t: t.best_val_nme)
+        return min(self.reported, key=lambda t: t.best_val_nme)
 
     def best_train_params(self, cfg: Config) -> dict[str, Any]:
         """The level's ``train`` section with the best trial's settings, as for params.yaml."""
@@ -91,7 +95,7 @@ class SearchResult:
         out: dict[str, Any] = {
             "net": self.net, "level": self.level, "space": self.space,
             "seconds": self.seconds,
-            "best": self.best.to_dict() if any(t.history for t in self.trials) else None,
+            "best": self.best.to_dict() if self.reported else None,
             "trials": [t.to_dict() for t in self.trials]}
         if cfg is not None and out["best"] is not None:
             out[f"suggested_level{self.level}_train"] = self.best_train_params(cfg)
@@ -280,7 +284,7 @@ def run_search(cfg: Config, crop_dir: str | Path, out_dir: str | Path, *,
     out_dir = Path(out_dir)
     with atomic_path(out_dir, directory=True) as tmp:
         write_json_atomic(result.to_dict(cfg), Path(tmp) / "search.json")
-        if any(t.history for t in result.trials):
+        if result.reported:
             plot_search_curves({t.trial_id: [h["val_nme"] for h in t.history]
                                 for t in result.trials}, Path(tmp) / "curves.png",
                                best=result.best.trial_id,

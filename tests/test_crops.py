@@ -111,3 +111,30 @@ def test_standardise():
     assert abs(float(x.mean())) < 1e-5 and abs(float(x.std()) - 1) < 1e-4
     flat = standardise(np.full((2, 225), 9, np.uint8), (15, 15))
     assert np.all(flat == 0)
+
+
+def test_square_copies_redraw_the_box_in_the_square_style():
+    """With square_fraction 1, every jittered copy frames the face as a square detector would:
+    a smaller frame (IOD 0.47 of a square box's side, not 0.45 of a tall box's width), lower."""
+    from dataclasses import replace
+
+    from facecascade.crops import level1_augment
+    from facecascade.frame import measure_style
+
+    base = Config()
+    aug = replace(base.level1.crops.augment, copies=40, jitter_scale=0.0, jitter_aspect=0.0,
+                  jitter_shift=0.0, jitter_rotation=0.0, mirror=False, square_fraction=1.0)
+    cfg = replace(base, level1=replace(base.level1, crops=replace(base.level1.crops, augment=aug)))
+    box = np.array([30.0, 20.0, 90.0, 100.0])  # tall: h/w 1.33, eyes 0.40 down, IOD 0.45 w
+    pts = np.array([[46.5, 52.0], [73.5, 52.0], [60.0, 66.0], [49.0, 80.0], [71.0, 80.0]])
+    style = measure_style(pts[None], box[None])
+    plain = level1_augment(pts, box, 128, cfg, np.random.default_rng(0), train=True)
+    redrawn = level1_augment(pts, box, 128, cfg, np.random.default_rng(0), train=True,
+                             style=style)
+    copies = redrawn.boxes[-aug.copies:]
+    assert np.allclose(plain.boxes[-aug.copies:], box)  # no style: copies keep the list box
+    got = measure_style(redrawn.points[-aug.copies:], copies)
+    assert (got.aspect, got.eye_y, got.iod) == pytest.approx((1.0, 0.25, 0.47))
+    sq_frame, tall_frame = face_frame(copies[:1])[0], face_frame(box[None])[0]
+    assert sq_frame[2] - sq_frame[0] < tall_frame[2] - tall_frame[0]
+    assert sq_frame[1] + sq_frame[3] > tall_frame[1] + tall_frame[3]

@@ -74,11 +74,26 @@ class FrameConfig:
         _check(self.scale > 0, f"{key}.scale", self.scale, "> 0")
 
 
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("step", "cosine")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    """One network's training: optimiser, learning-rate schedule, regularisation, stopping.
+
+    ``optimizer`` is ``sgd`` (with ``momentum``, the papers') or ``adam`` (``momentum``
+    is then Adam's beta1). ``lr_schedule`` is ``step`` (``lr * lr_decay ** (iteration //
+    lr_step)``, the papers') or ``cosine`` (from ``lr`` down to 0 over ``epochs``, set
+    every iteration; ``lr_decay`` and ``lr_step`` are unused). ``weight_decay`` is the L2
+    term of eq. 6 (coupled, as in Caffe, for both optimisers).
+    """
+
     epochs: int = 20
     batch_size: int = 64
+    optimizer: str = "sgd"
     lr: float = 5e-3
+    lr_schedule: str = "step"
     lr_decay: float = 0.9
     lr_step: int = 100
     momentum: float = 0.9
@@ -87,6 +102,10 @@ class TrainConfig:
     patience: int = 6
 
     def validate(self, key: str) -> None:
+        _check(self.optimizer in OPTIMIZERS, f"{key}.optimizer", self.optimizer,
+               f"one of {OPTIMIZERS}")
+        _check(self.lr_schedule in LR_SCHEDULES, f"{key}.lr_schedule", self.lr_schedule,
+               f"one of {LR_SCHEDULES}")
         _check(self.epochs >= 1, f"{key}.epochs", self.epochs, ">= 1")
         _check(self.batch_size >= 1, f"{key}.batch_size", self.batch_size, ">= 1")
         _check(self.lr > 0, f"{key}.lr", self.lr, "> 0")
@@ -96,6 +115,21 @@ class TrainConfig:
         _check(self.weight_decay >= 0, f"{key}.weight_decay", self.weight_decay, ">= 0")
         _check(0 <= self.dropout < 1, f"{key}.dropout", self.dropout, "in [0, 1)")
         _check(self.patience >= 1, f"{key}.patience", self.patience, ">= 1")
+
+
+@dataclass(frozen=True)
+class BoxStyleConfig:
+    """A box convention (see :class:`facecascade.frame.BoxStyle`): height/width, eye line
+    depth as a fraction of the height, inter-ocular distance as a fraction of the width."""
+
+    aspect: float = 1.0
+    eye_y: float = 0.25
+    iod: float = 0.47
+
+    def validate(self, key: str) -> None:
+        _check(0.5 <= self.aspect <= 2.0, f"{key}.aspect", self.aspect, "in [0.5, 2]")
+        _check(0.0 < self.eye_y < 1.0, f"{key}.eye_y", self.eye_y, "in (0, 1)")
+        _check(0.1 <= self.iod <= 1.0, f"{key}.iod", self.iod, "in [0.1, 1]")
 
 
 @dataclass(frozen=True)
@@ -110,9 +144,13 @@ class AugmentConfig:
     jitter_aspect: float = 0.08
     jitter_shift: float = 0.05
     jitter_rotation: float = 5.0
+    square_fraction: float = 0.0
+    square_style: BoxStyleConfig = field(default_factory=BoxStyleConfig)
 
     def validate(self, key: str) -> None:
         _check(self.copies >= 0, f"{key}.copies", self.copies, ">= 0")
+        _check(0.0 <= self.square_fraction <= 1.0, f"{key}.square_fraction",
+               self.square_fraction, "in [0, 1]")
         for name in ("jitter_scale", "jitter_aspect", "jitter_shift", "jitter_rotation"):
             _check(getattr(self, name) >= 0, f"{key}.{name}", getattr(self, name), ">= 0")
         _check(len(self.translations) == 2, f"{key}.translations", self.translations,

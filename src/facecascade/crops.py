@@ -22,6 +22,7 @@ real errors of the level before it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ import pyarrow.parquet as pq
 
 from . import geometry as geo
 from .config import Config
-from .frame import face_frame, jitter_boxes
+from .frame import BoxStyle, convert_style, face_frame, jitter_boxes, measure_style
 from .nets import NetSpec, get_spec, level_nets
 
 log = logging.getLogger(__name__)
@@ -124,11 +125,15 @@ class Augmented:
 
 
 def level1_augment(points: np.ndarray, box: np.ndarray, width: int, cfg: Config,
-                   rng: np.random.Generator, *, train: bool) -> Augmented:
+                   rng: np.random.Generator, *, train: bool,
+                   style: BoxStyle | None = None) -> Augmented:
     """The level-1 augmentations of one face (only the plain copy when ``train`` is False).
 
     Order of ``aug_id``: 0 plain, then mirror, rotations, small rotations,
-    scalings, the four translations, then the random jittered copies.
+    scalings, the four translations, then the random jittered copies. A share
+    ``square_fraction`` of the jittered copies first redraw the box from the
+    training boxes' ``style`` into ``square_style`` (another detector's convention),
+    so one model serves both box styles.
     """
     aug = cfg.level1.crops.augment
     points = np.asarray(points, dtype=np.float64)[None]
@@ -157,8 +162,13 @@ def level1_augment(points: np.ndarray, box: np.ndarray, width: int, cfg: Config,
         for sx, sy in ((dx, 0.0), (-dx, 0.0), (0.0, dy), (0.0, -dy)):
             if sx or sy:  # a zero translation would only repeat the plain crop
                 add(ident, box + np.array([sx, sy, sx, sy]) * side)
+        square = BoxStyle(**dataclasses.asdict(aug.square_style))
         for _ in range(aug.copies):
-            jb = jitter_boxes(box, rng, scale_sigma=aug.jitter_scale,
+            base = box
+            redraw = style is not None and aug.square_fraction > 0
+            if redraw and rng.random() < aug.square_fraction:
+                base = convert_style(box, style, square)
+            jb = jitter_boxes(base, rng, scale_sigma=aug.jitter_scale,
                               aspect_sigma=aug.jitter_aspect, shift_sigma=aug.jitter_shift)
             if rng.random() < 0.5 and aug.mirror:
                 add(geo.mirror_matrix(width), geo.mirror_boxes(jb, width), mirrored=True)
@@ -199,16 +209,18 @@ def _samples(spec: NetSpec, gray: np.ndarray, transforms: np.ndarray, windows: n
 
 def face_samples(level: int, gray: np.ndarray, points: np.ndarray, box: np.ndarray,
                  face_id: int, cfg: Config, rng: np.random.Generator, *, train: bool,
-                 prev_points: np.ndarray | None = None) -> dict[str, Samples]:
+                 prev_points: np.ndarray | None = None,
+                 style: BoxStyle | None = None) -> dict[str, Samples]:
     """Training (or validation) crops of every network of ``level`` for one face.
 
     ``points`` (5, 2) is the ground truth, ``box`` (4,) the detector box and
     ``prev_points`` (5, 2) the previous level's prediction (levels 2 and 3).
+    ``style`` is the training boxes' convention (level 1, see :func:`level1_augment`).
     """
     names = level_nets(level)
     out: dict[str, Samples] = {}
     if level == 1:
-        aug = level1_augment(points, box, gray.shape[1], cfg, rng, train=train)
+        aug = level1_augment(points, box, gray.shape[1], cfg, rng, train=train, style=style)
         frames = face_frame(aug.boxes, cfg.frame.scale)
         ids = np.arange(len(frames))
         for name in names:
@@ -326,6 +338,10 @@ def write_level_crops(level: int, faces: pd.DataFrame, root: str | Path, out_dir
     splits = ("train", "val")
     counts = {n: dict.fromkeys(splits, 0) for n in names}
     rng = np.random.default_rng([cfg.resources.seed, level])
+    is_train = (faces["split"] == "train").to_numpy()
+    style = measure_style(points[is_train], boxes[is_train]) if is_train.any() else None
+    if level == 1 and style is not None:
+        log.info("training boxes' style: %s", style)
     with (atomic_path(out_dir, directory=True) as tmp_dir,
           _TableSet(names, splits, tmp_dir) as tables):
         for done, (pos, gray) in enumerate(iter_face_images(
@@ -336,7 +352,7 @@ def write_level_crops(level: int, faces: pd.DataFrame, root: str | Path, out_dir
             prev = None if prev_points is None else prev_points[pos]
             per_net = face_samples(level, gray, points[pos], boxes[pos],
                                    int(faces["face_id"].iloc[pos]), cfg, rng,
-                                   train=(split == "train"), prev_points=prev)
+                                   train=(split == "train"), prev_points=prev, style=style)
             for name, s in per_net.items():
                 tables.add(name, split, s)
                 counts[name][split] += len(s.face_id)

@@ -16,6 +16,8 @@ and position (:func:`jitter_boxes`) before the frame is derived.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .geometry import box_center, box_size, boxes_from_center
@@ -49,3 +51,56 @@ def jitter_boxes(boxes: np.ndarray, rng: np.random.Generator, *, scale_sigma: fl
     new_wh = np.stack([wh[:, 0] * s, wh[:, 1] * s * a], axis=1)
     center = box_center(boxes) + rng.normal(0.0, shift_sigma, (n, 2)) * side[:, None]
     return boxes_from_center(center, new_wh)
+
+
+@dataclass(frozen=True)
+class BoxStyle:
+    """Where a box convention puts a face: medians over faces of a set or a detector.
+
+    ``aspect`` is height / width, ``eye_y`` the eye line's depth below the top as a
+    fraction of the height, ``iod`` the inter-ocular distance as a fraction of the
+    width. MTFL's list boxes are about ``(1.33, 0.40, 0.45)``; square detector boxes
+    such as CUHK's are about ``(1.0, 0.25, 0.47)``.
+    """
+
+    aspect: float
+    eye_y: float
+    iod: float
+
+
+def measure_style(points: np.ndarray, boxes: np.ndarray) -> BoxStyle:
+    """The :class:`BoxStyle` of boxes ``(n, 4)`` around faces ``(n, 5, 2)`` (medians).
+
+    >>> pts = np.array([[[10., 20.], [20., 20.], [15., 25.], [11., 30.], [19., 30.]]])
+    >>> s = measure_style(pts, np.array([[5., 10., 25., 36.]]))
+    >>> round(s.aspect, 3), round(s.eye_y, 3), round(s.iod, 3)
+    (1.3, 0.385, 0.5)
+    """
+    points = np.asarray(points, dtype=np.float64)
+    wh = box_size(boxes)
+    eye_y = points[:, :2, 1].mean(axis=1)
+    iod = np.linalg.norm(points[:, 0] - points[:, 1], axis=1)
+    return BoxStyle(aspect=float(np.median(wh[:, 1] / wh[:, 0])),
+                    eye_y=float(np.median((eye_y - np.asarray(boxes)[:, 1]) / wh[:, 1])),
+                    iod=float(np.median(iod / wh[:, 0])))
+
+
+def convert_style(boxes: np.ndarray, src: BoxStyle, dst: BoxStyle) -> np.ndarray:
+    """Boxes ``(n, 4)`` of style ``src`` redrawn in style ``dst``, from the boxes alone.
+
+    The face's inter-ocular distance (``src.iod`` times the width) and eye line
+    (``src.eye_y`` down the box) are kept; the new box is ``dst``-shaped around
+    them, on the same horizontal centre.
+
+    >>> mtfl, square = BoxStyle(1.33, 0.40, 0.45), BoxStyle(1.0, 0.25, 0.47)
+    >>> convert_style(np.array([[0., 0., 100., 133.]]), mtfl, square).round(2).tolist()
+    [[2.13, 29.26, 97.87, 125.01]]
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    wh = box_size(boxes)
+    eye_line = boxes[:, 1] + src.eye_y * wh[:, 1]
+    width = wh[:, 0] * src.iod / dst.iod
+    height = width * dst.aspect
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    top = eye_line - dst.eye_y * height
+    return np.stack([cx - width / 2, top, cx + width / 2, top + height], axis=1)

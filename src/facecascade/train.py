@@ -13,8 +13,8 @@ Data contract. A batch is a mapping of numpy arrays:
 A :data:`BatchSource` is a callable that, given the 0-based epoch number, yields
 the batches of that epoch; :class:`ArrayBatches` is one over in-memory arrays.
 
-The loop (:func:`fit_one`): MSE on relative coordinates, SGD with momentum and
-L2 weight decay, the learning rate set every iteration by :func:`lr_at`,
+The loop (:func:`fit_one`): MSE on relative coordinates, SGD with momentum (or
+Adam) and L2 weight decay, the learning rate set every iteration by :func:`lr_at`,
 validation NME after every epoch, early stopping on it, best weights kept. The
 checkpoint given to ``on_epoch`` holds everything needed to continue exactly.
 """
@@ -66,13 +66,41 @@ def euclidean_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((pred - target) ** 2).sum(dim=1).mean()
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate at iteration ``step``: ``lr * lr_decay ** (step // lr_step)``.
+def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int | None = None) -> float:
+    """Learning rate at iteration ``step`` (0-based) under ``cfg.lr_schedule``.
+
+    ``step``: ``lr * lr_decay ** (step // lr_step)``, counted in iterations (the
+    papers' schedule; its length in epochs depends on the data set's size).
+    ``cosine``: ``lr * (1 + cos(pi * t)) / 2`` with ``t`` the fraction of the
+    ``epochs`` done, so it spans the run whatever the data size; it needs
+    ``steps_per_epoch`` (a source of unknown length passes ``step=epoch,
+    steps_per_epoch=1``: the rate then changes once per epoch).
 
     >>> round(lr_at(250, TrainConfig(lr=5e-3, lr_decay=0.9, lr_step=100)), 10)
     0.00405
+    >>> cos = TrainConfig(lr=1e-3, lr_schedule="cosine", epochs=10)
+    >>> lr_at(0, cos, 100), round(lr_at(500, cos, 100), 10), lr_at(1000, cos, 100)
+    (0.001, 0.0005, 0.0)
     """
+    if cfg.lr_schedule == "cosine":
+        if not steps_per_epoch:
+            raise ValueError("lr_schedule 'cosine' needs steps_per_epoch")
+        t = min(max(step / steps_per_epoch / cfg.epochs, 0.0), 1.0)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
     return cfg.lr * cfg.lr_decay ** (step // cfg.lr_step)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser of ``cfg.optimizer`` over ``model``'s parameters (lr set per step).
+
+    >>> type(make_optimizer(torch.nn.Linear(2, 2), TrainConfig(optimizer="adam"))).__name__
+    'Adam'
+    """
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.momentum, 0.999),
+                                weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
 
 
 class ArrayBatches:
@@ -201,6 +229,14 @@ def evaluate_nme(model: LandmarkNet, source: Iterable[Mapping[str, np.ndarray]],
     return total / count
 
 
+def _batches_per_epoch(source: BatchSource) -> int | None:
+    """Batches per epoch of a source that knows it (``len``), else None."""
+    try:
+        return len(source)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -275,8 +311,14 @@ def fit_one(
 
     model = create_net(name, dropout=cfg.dropout, local_share=local_share,
                        input_size=input_size).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr_at(0, cfg), momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg)
+    steps_per_epoch = _batches_per_epoch(train_source)
+
+    def current_lr() -> float:
+        if steps_per_epoch is None and cfg.lr_schedule != "step":
+            return lr_at(epoch, cfg, 1)  # length unknown: one rate per epoch
+        return lr_at(step, cfg, steps_per_epoch)
+
     epoch, step, bad_epochs, best_epoch = 0, 0, 0, 0
     best_val_nme = math.inf
     best_state = _cpu_copy(model.state_dict())
@@ -300,7 +342,7 @@ def fit_one(
         loss_sum, n_seen = 0.0, 0
         for batch in train_source(epoch):
             x, y = _to_tensors(batch, model, device)
-            lr = lr_at(step, cfg)
+            lr = current_lr()
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss = euclidean_loss(model(x), y)
@@ -325,7 +367,7 @@ def fit_one(
         else:
             bad_epochs += 1
         metrics = {"epoch": epoch, "step": step, "train_loss": loss_sum / n_seen,
-                   "val_nme": val_nme, "lr": lr_at(step, cfg),
+                   "val_nme": val_nme, "lr": current_lr(),
                    "seconds": time.perf_counter() - t_epoch,
                    "samples_per_s": n_seen / max(t_train, 1e-9)}
         history.append(metrics)

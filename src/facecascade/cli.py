@@ -1,7 +1,7 @@
 """``facecascade`` command line: thin argparse front end over the library.
 
-Subcommands: ``synth``, ``ingest``, ``predict``, ``evaluate``, ``export``,
-``show-metrics``, ``count-params``. Errors in input print one line naming the
+Subcommands: ``synth``, ``ingest``, ``predict``, ``evaluate``, ``tune``, ``export``,
+``recipe``, ``show-metrics``, ``count-params``. Errors in input print one line naming the
 file (and line) and exit with status 2; nothing prints a traceback for bad input.
 """
 
@@ -173,6 +173,18 @@ def cmd_show_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipe(args: argparse.Namespace) -> int:
+    from .recipe import load_recipe, recipe_overrides
+
+    recipe = load_recipe(args.recipe, base=_cfg(args))
+    for item in [*recipe_overrides(recipe), *args.set]:
+        if "=" not in item:
+            raise UsageError(f"{item!r}: expected KEY=VALUE")
+        print("-S")
+        print(item)
+    return 0
+
+
 def cmd_count_params(args: argparse.Namespace) -> int:
     from .nets import format_parameter_table
 
@@ -251,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show-metrics", help="print the per-level table of a metrics.json")
     s.add_argument("metrics")
     s.set_defaults(func=cmd_show_metrics)
+
+    s = sub.add_parser("recipe", help="a recipe's params overrides as `dvc exp run` arguments, "
+                                      "one per line (-S, then KEY=VALUE)")
+    s.add_argument("recipe", help="recipe file, e.g. recipes/real.yaml")
+    s.add_argument("set", nargs="*", metavar="KEY=VALUE", help="more overrides, appended")
+    s.set_defaults(func=cmd_recipe)
 
     s = sub.add_parser("count-params", help="parameters of the 23 networks vs the paper")
     s.add_argument("--local-share", action="store_true")

@@ -30,7 +30,8 @@ def test_unknown_net_and_missing_tables_are_named(tmp_path):
 
 
 def _trial(tid, nmes, status="finished", **config):
-    cfg = {"lr": 0.01, "momentum": 0.9, "batch_size": 64, "dropout": 0.0, **config}
+    cfg = {"optimizer": "sgd", "lr": 0.01, "lr_schedule": "step", "momentum": 0.9,
+           "batch_size": 64, "dropout": 0.0, **config}
     hist = [{"epoch": i + 1, "train_loss": 0.1, "val_nme": v, "lr": cfg["lr"]}
             for i, v in enumerate(nmes)]
     return TrialResult(tid, cfg, status, hist)
@@ -38,7 +39,7 @@ def _trial(tid, nmes, status="finished", **config):
 
 def test_best_trial_and_suggested_params():
     trials = [_trial("a", [0.3, 0.2, 0.15]), _trial("b", [0.25], "stopped", lr=0.1),
-              _trial("c", [0.2, 0.12, 0.13], lr=0.003, batch_size=32),
+              _trial("c", [0.2, 0.12, 0.13], lr=0.003, batch_size=32, optimizer="adam"),
               TrialResult("d", {"lr": 0.02, "momentum": 0.9, "batch_size": 64, "dropout": 0.0},
                           "failed", [], "RuntimeError: boom")]
     cfg = Config()
@@ -47,6 +48,8 @@ def test_best_trial_and_suggested_params():
     doc = result.to_dict(cfg)
     suggested = doc["suggested_level2_train"]
     assert suggested["lr"] == 0.003 and suggested["batch_size"] == 32
+    assert suggested["optimizer"] == "adam" and suggested["lr_schedule"] == "step"
+    assert SearchResult.from_dict(doc).best.config == result.best.config
     assert suggested["epochs"] == cfg.level2.train.epochs  # not searched: from the level
     lines = result.table().splitlines()
     assert lines[1].startswith("c ") and "12.00" in lines[1]

@@ -146,10 +146,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(result.table())
     best = result.best
     print(f"best: {best.trial_id} val NME {100 * best.best_val_nme:.2f}% with "
-          + ", ".join(f"{k}={v:.4g}" for k, v in best.config.items()))
+          + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in result.best_settings.items()))
     print(f"{len(result.trials)} trials in {result.seconds:.0f} s; {Path(args.out) / 'search.json'}"
           f" (suggested level{result.level}.train), {Path(args.out) / 'curves.png'}"
-          + (f"; MLflow run {run_id}" if run_id else ""))
+          + (f"; MLflow run {run_id}" if run_id else " (finished before: not run again)"))
+    if args.apply:
+        from .recipe import apply_settings
+
+        changed = apply_settings(args.apply, f"level{result.level}.train", result.best_settings)
+        print(f"applied to {args.apply}: " + (", ".join(changed) if changed else "no change"))
     return 0
 
 
@@ -221,12 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-image-pixels", type=int)
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("tune", help="Ray Tune search over one network's training settings")
+    s = sub.add_parser("tune", help="Ray Tune search of a level's training settings, on its "
+                                    "representative network")
     s.add_argument("--crops", required=True,
                    help="crop directory of the network's level (e.g. outputs/crops/level1)")
     s.add_argument("--net", help="network to search (default: tune.net of the params)")
     s.add_argument("--out", required=True, help="folder for search.json and curves.png")
     s.add_argument("--no-mlflow", action="store_true", help="do not log the search to MLflow")
+    s.add_argument("--apply", metavar="FILE",
+                   help="write the best settings into FILE's levelN.train section (params.yaml: "
+                        "`dvc status` then shows the level's train stage changed)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_tune)
 

@@ -288,8 +288,11 @@ class DetectConfig:
 class SearchConfig:
     """A Ray Tune hyperparameter search over one network's training (``tune`` in params.yaml).
 
-    ``lr`` and ``momentum`` are ``[low, high]`` ranges (log-uniform and uniform);
-    ``batch_size`` and ``dropout`` are lists of choices. Trials train for at most
+    ``net`` is the level's representative network: the best settings are applied to
+    its level's ``train`` section. ``lr`` and ``momentum`` are ``[low, high]`` ranges
+    (log-uniform and uniform); ``batch_size``, ``dropout``, ``optimizer`` and
+    ``lr_schedule`` are lists of choices. ``subset`` is the share of the training
+    faces whose crops the trials train on (validation is always whole). Trials train for at most
     ``max_epochs``; ASHA stops weak ones at ``grace_period * reduction_factor**k`` epochs.
     """
 
@@ -302,6 +305,9 @@ class SearchConfig:
     momentum: tuple[float, float] = (0.8, 0.95)
     batch_size: tuple[int, ...] = (32, 64, 128)
     dropout: tuple[float, ...] = (0.0, 0.25)
+    optimizer: tuple[str, ...] = ("sgd", "adam")
+    lr_schedule: tuple[str, ...] = ("step", "cosine")
+    subset: float = 1.0
     seed: int = 0
 
     def validate(self, key: str) -> None:  # ``net`` is checked against the registry by tuning
@@ -319,6 +325,12 @@ class SearchConfig:
                list(self.batch_size), "non-empty, each >= 1")
         _check(bool(self.dropout) and all(0 <= d < 1 for d in self.dropout), f"{key}.dropout",
                list(self.dropout), "non-empty, each in [0, 1)")
+        _check(bool(self.optimizer) and set(self.optimizer) <= set(OPTIMIZERS),
+               f"{key}.optimizer", list(self.optimizer), f"non-empty, each one of {OPTIMIZERS}")
+        _check(bool(self.lr_schedule) and set(self.lr_schedule) <= set(LR_SCHEDULES),
+               f"{key}.lr_schedule", list(self.lr_schedule),
+               f"non-empty, each one of {LR_SCHEDULES}")
+        _check(0 < self.subset <= 1, f"{key}.subset", self.subset, "in (0, 1]")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ This module and :mod:`facecascade.orchestration` are the only ones that import R
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -26,12 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .config import Config, SearchConfig
+from .nets import get_spec
 
 logger = logging.getLogger(__name__)
 
 #: TrainConfig fields a search samples; the rest come from the network's level section
-SEARCHED = ("lr", "momentum", "batch_size", "dropout")
+SEARCHED = ("optimizer", "lr", "lr_schedule", "momentum", "batch_size", "dropout")
 #: what a trial reports after every epoch (its history records)
 REPORTED = ("epoch", "train_loss", "val_nme", "lr")
 
@@ -89,7 +94,12 @@ class SearchResult:
     def best_train_params(self, cfg: Config) -> dict[str, Any]:
         """The level's ``train`` section with the best trial's settings, as for params.yaml."""
         base = dataclasses.asdict(cfg.level(self.level).train)
-        return {**base, **{k: self.best.config[k] for k in SEARCHED}}
+        return {**base, **self.best_settings}
+
+    @property
+    def best_settings(self) -> dict[str, Any]:
+        """The searched settings of the best trial (what ``--apply`` writes)."""
+        return {k: self.best.config[k] for k in SEARCHED if k in self.best.config}
 
     def to_dict(self, cfg: Config | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -101,15 +111,25 @@ class SearchResult:
             out[f"suggested_level{self.level}_train"] = self.best_train_params(cfg)
         return out
 
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> SearchResult:
+        """The search a ``search.json`` holds (:meth:`to_dict`'s output)."""
+        trials = [TrialResult(trial_id=t["trial_id"], config=dict(t["config"]),
+                              status=t["status"], history=list(t["history"]),
+                              error=t.get("error")) for t in doc["trials"]]
+        return cls(net=doc["net"], level=int(doc["level"]), space=dict(doc["space"]),
+                   trials=trials, seconds=float(doc["seconds"]))
+
     def table(self) -> str:
         """A text table of the trials, best first."""
         rows = sorted(self.trials, key=lambda t: t.best_val_nme)
-        lines = [f"{'trial':12s} {'lr':>9s} {'momentum':>8s} {'batch':>5s} {'dropout':>7s} "
-                 f"{'epochs':>6s} {'val NME%':>8s}  status"]
+        lines = [f"{'trial':12s} {'optim':>5s} {'sched':>6s} {'lr':>9s} {'momentum':>8s} "
+                 f"{'batch':>5s} {'dropout':>7s} {'epochs':>6s} {'val NME%':>8s}  status"]
         for t in rows:
             c = t.config
             nme = f"{100 * t.best_val_nme:8.2f}" if t.history else f"{'-':>8s}"
-            lines.append(f"{t.trial_id:12s} {c['lr']:9.2e} {c['momentum']:8.3f} "
+            lines.append(f"{t.trial_id:12s} {c.get('optimizer', '-'):>5s} "
+                         f"{c.get('lr_schedule', '-'):>6s} {c['lr']:9.2e} {c['momentum']:8.3f} "
                          f"{c['batch_size']:5d} {c['dropout']:7.2f} {t.epochs:6d} {nme}  "
                          f"{t.status}" + (f" ({t.error})" if t.error else ""))
         return "\n".join(lines)
@@ -117,9 +137,47 @@ class SearchResult:
 
 def space_description(scfg: SearchConfig) -> dict[str, Any]:
     """The search space as plain data (for logs, MLflow params and the result JSON)."""
-    return {"lr": {"loguniform": list(scfg.lr)}, "momentum": {"uniform": list(scfg.momentum)},
+    return {"optimizer": {"choice": list(scfg.optimizer)},
+            "lr": {"loguniform": list(scfg.lr)},
+            "lr_schedule": {"choice": list(scfg.lr_schedule)},
+            "momentum": {"uniform": list(scfg.momentum)},
             "batch_size": {"choice": list(scfg.batch_size)},
-            "dropout": {"choice": list(scfg.dropout)}}
+            "dropout": {"choice": list(scfg.dropout)}, "subset": scfg.subset}
+
+
+def subset_faces(face_id: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """Row mask keeping every crop of a random ``share`` of the faces (at least one face).
+
+    >>> int(subset_faces(np.array([1, 1, 2, 2, 3, 3, 4, 4]), 0.5, seed=0).sum())
+    4
+    """
+    faces = np.unique(face_id)
+    if share >= 1:
+        return np.ones(len(face_id), dtype=bool)
+    keep = np.random.default_rng(seed).permutation(faces)[:max(1, round(share * len(faces)))]
+    return np.isin(face_id, keep)
+
+
+def search_key(cfg: Config, net: str, crop_dir: str | Path) -> str:
+    """Identity of a search: its space, the level's other settings and the crop tables' bytes.
+
+    A finished search with the same key is not run again; an interrupted one resumes
+    under the Tune experiment named after it.
+    """
+    level = get_spec(net).level
+    h = hashlib.sha256(json.dumps({
+        "net": net, "tune": dataclasses.asdict(cfg.tune),
+        "train": {k: v for k, v in dataclasses.asdict(cfg.level(level).train).items()
+                  if k not in SEARCHED},  # the searched ones are the trials' own
+        "seed": cfg.resources.seed, "local_share": cfg.level1.model.local_share,
+    }, sort_keys=True).encode())
+    for split in ("train", "val"):
+        path = Path(crop_dir) / f"{net}.{split}.parquet"
+        if path.is_file():
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]
 
 
 def _param_space(scfg: SearchConfig) -> dict[str, Any]:
@@ -129,7 +187,9 @@ def _param_space(scfg: SearchConfig) -> dict[str, Any]:
             "momentum": (tune.uniform(*scfg.momentum) if scfg.momentum[0] < scfg.momentum[1]
                          else scfg.momentum[0]),
             "batch_size": tune.choice(list(scfg.batch_size)),
-            "dropout": tune.choice(list(scfg.dropout))}
+            "dropout": tune.choice(list(scfg.dropout)),
+            "optimizer": tune.choice(list(scfg.optimizer)),
+            "lr_schedule": tune.choice(list(scfg.lr_schedule))}
 
 
 def _trial(config: dict[str, Any], *, train: Mapping[str, Any], val: Mapping[str, Any],
@@ -207,7 +267,6 @@ def tune_net(cfg: Config, crop_dir: str | Path, *, storage_path: str | Path,
     from ray.tune.search import BasicVariantGenerator
 
     from .crops import read_crop_table
-    from .nets import get_spec
 
     scfg = cfg.tune
     net = net or scfg.net
@@ -221,6 +280,8 @@ def tune_net(cfg: Config, crop_dir: str | Path, *, storage_path: str | Path,
             raise FileNotFoundError(f"{path}: crop table of {net} not found (run the crops "
                                     f"stage of level {level} first)")
         tables[split] = read_crop_table(path)
+    keep = subset_faces(tables["train"]["face_id"], scfg.subset, scfg.seed)
+    tables["train"] = {k: v[keep] for k, v in tables["train"].items()}
     if not ray.is_initialized():
         raise RuntimeError("Ray is not connected: call orchestration.connect() first")
     res = cfg.resources
@@ -236,16 +297,22 @@ def tune_net(cfg: Config, crop_dir: str | Path, *, storage_path: str | Path,
                               grace_period=scfg.grace_period,
                               reduction_factor=scfg.reduction_factor)
     name = name or f"tune-{net}-{time.strftime('%Y%m%d-%H%M%S')}"
-    tuner = tune.Tuner(
-        trainable, param_space=_param_space(scfg),
-        tune_config=tune.TuneConfig(
-            metric="val_nme", mode="min", scheduler=scheduler, num_samples=scfg.num_samples,
-            max_concurrent_trials=res.max_concurrent or None,
-            search_alg=BasicVariantGenerator(random_state=scfg.seed)),
-        run_config=tune.RunConfig(
-            name=name, storage_path=str(Path(storage_path).resolve()),
-            failure_config=tune.FailureConfig(max_failures=res.max_failures),
-            verbose=1 if progress else 0))
+    experiment = Path(storage_path).resolve() / name
+    if tune.Tuner.can_restore(experiment):
+        logger.info("search over %s: resuming the interrupted search in %s", net, experiment)
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space=_param_space(scfg),
+            tune_config=tune.TuneConfig(
+                metric="val_nme", mode="min", scheduler=scheduler,
+                num_samples=scfg.num_samples, max_concurrent_trials=res.max_concurrent or None,
+                search_alg=BasicVariantGenerator(random_state=scfg.seed)),
+            run_config=tune.RunConfig(
+                name=name, storage_path=str(experiment.parent),
+                failure_config=tune.FailureConfig(max_failures=res.max_failures),
+                verbose=1 if progress else 0))
     t0 = time.perf_counter()
     grid = tuner.fit()
     trials = [_trial_result(grid[i], scfg.max_epochs) for i in range(len(grid))]
@@ -260,16 +327,34 @@ def run_search(cfg: Config, crop_dir: str | Path, out_dir: str | Path, *,
                progress: bool = True, track: bool = True) -> tuple[SearchResult, str | None]:
     """A whole search: connect to Ray, :func:`tune_net`, write ``out_dir`` and log to MLflow.
 
-    ``out_dir`` receives ``search.json`` (every trial, the best one and the level's
-    ``train`` section with the best settings, ready for params.yaml) and
-    ``curves.png`` (validation NME per epoch per trial), atomically. With ``track``
-    the search is logged by :func:`facecascade.tracking.log_search`.
+    ``out_dir`` receives ``search.json`` (every trial, the best one, the level's
+    ``train`` section with the best settings, ready for params.yaml, and the
+    search's :func:`search_key`) and ``curves.png`` (validation NME per epoch per
+    trial), atomically. With ``track`` the search is logged by
+    :func:`facecascade.tracking.log_search`.
+
+    A search whose ``search.json`` already holds the same key is finished: it is
+    returned as it is, not run again (run id None). An interrupted search (the same
+    key, no ``search.json``) resumes from its Tune experiment under
+    ``resources.storage_path``.
 
     Returns
     -------
     (SearchResult, str or None)
         The search and its MLflow run id.
     """
+    net = net or cfg.tune.net
+    get_spec(net)
+    key = search_key(cfg, net, crop_dir)
+    done = Path(out_dir) / "search.json"
+    if done.is_file():
+        try:
+            doc = json.loads(done.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            doc = {}
+        if doc.get("key") == key:
+            logger.info("search over %s is finished (%s, key %s): not run again", net, done, key)
+            return SearchResult.from_dict(doc), None
     from . import orchestration, tracking
     from .io import atomic_path, write_json_atomic
     from .report import plot_search_curves
@@ -277,13 +362,13 @@ def run_search(cfg: Config, crop_dir: str | Path, out_dir: str | Path, *,
     project_dir = Path(project_dir)
     orchestration.connect(cfg)
     try:
-        result = tune_net(cfg, crop_dir, net=net, progress=progress,
+        result = tune_net(cfg, crop_dir, net=net, progress=progress, name=f"tune-{net}-{key}",
                           storage_path=project_dir / cfg.resources.storage_path)
     finally:
         orchestration.shutdown()
     out_dir = Path(out_dir)
     with atomic_path(out_dir, directory=True) as tmp:
-        write_json_atomic(result.to_dict(cfg), Path(tmp) / "search.json")
+        write_json_atomic({**result.to_dict(cfg), "key": key}, Path(tmp) / "search.json")
         if result.reported:
             plot_search_curves({t.trial_id: [h["val_nme"] for h in t.history]
                                 for t in result.trials}, Path(tmp) / "curves.png",

@@ -66,6 +66,15 @@ def test_tune_command_searches_reports_and_logs(tmp_path: Path, monkeypatch, cap
     assert suggested["lr"] == best["config"]["lr"] and suggested["epochs"] == 20
     assert Path("tune/curves.png").stat().st_size > 5000
 
+    # a finished search is not run again; --apply writes the best settings into params.yaml
+    assert main(["tune", "--crops", "crops", "--out", "tune", "--quiet",
+                 "--apply", "params.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "not run again" in out and "applied to params.yaml: level2.train.lr" in out
+    applied = yaml.safe_load(Path("params.yaml").read_text())["level2"]["train"]
+    assert {k: applied[k] for k in best["config"]} == best["config"]
+    assert applied["batch_size"] == best["config"]["batch_size"]
+
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -1,4 +1,4 @@
-"""Vectorised crop sampling: the bytes of the reference warpAffine crops, for all windows at once."""
+"""Vectorised crop sampling: the bytes of the reference warpAffine crops, all windows at once."""
 
 import cv2
 import numpy as np

@@ -69,3 +69,12 @@ def test_grids_are_separable_and_fractions_in_32nds():
     # window of 30 x 15 pixels on 15 x 15: columns 2 px apart, rows 1 px apart
     assert (np.diff(ix[0, 0] * 32 + fx[0, 0]) == 64).all()
     assert (np.diff(iy[0, 0] * 32 + fy[0, 0]) == 32).all()
+
+
+def test_doctests():
+    import doctest
+
+    from facecascade import decoding, sampling
+
+    assert doctest.testmod(sampling).failed == 0
+    assert doctest.testmod(decoding).failed == 0

@@ -2,6 +2,7 @@
 #   make demo  - fresh clone -> venv -> procedural data -> dvc repro (3 levels on Ray, MLflow,
 #                registry) -> metrics table -> prediction on an example image (annotated PNG)
 #   make test  - fresh clone -> venv -> pytest
+#   make bench DATA=/path/to/set - every benchmark under bench/ (JSON in bench/results/)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv demo test lint clean-outputs
+.PHONY: venv demo test lint clean-outputs bench bench-data $(BENCHES)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +34,44 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check src pipeline tests bench
+
+# ---- benchmarks: `make bench DATA=/path/to/mtfl-train` (a list + images/; or FACECASCADE_DATA).
+# One target per script under bench/; add a new one to BENCHES to have `make bench` run it.
+DATA ?= $(FACECASCADE_DATA)
+DATA_NAME = $(notdir $(abspath $(DATA)))
+MODEL ?=
+LEVEL_CROPS ?= outputs/crops/level2
+BENCHES := bench-inference-speed bench-onnx-speed bench-detector-boxes bench-cascade-levels \
+           bench-ray-overhead bench-level-overhead
+
+bench: $(BENCHES)
+
+$(VENV)/.bench: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	touch $@
+
+bench-data:
+	@test -n "$(DATA)" || { echo "make bench needs DATA=/path/to/data-set (or FACECASCADE_DATA)"; exit 1; }
+
+bench-inference-speed: bench-data $(VENV)/.bench
+	$(BIN)/python bench/inference_speed.py $(DATA) $(if $(MODEL),--model $(MODEL)) \
+		--out bench/results/inference_speed_$(DATA_NAME).json
+
+bench-onnx-speed: $(VENV)/.bench
+	$(BIN)/python bench/onnx_speed.py $(if $(MODEL),--model $(MODEL))
+
+bench-detector-boxes: bench-data $(VENV)/.bench
+	$(BIN)/python bench/detector_boxes.py --data $(DATA) $(if $(MODEL),--model $(MODEL)) \
+		--out bench/results/detector_boxes_$(DATA_NAME).json
+
+bench-cascade-levels: bench-data $(VENV)/.bench
+	$(BIN)/python bench/cascade_levels.py --data $(DATA) \
+		--out bench/results/cascade_levels_$(DATA_NAME).json
+
+bench-ray-overhead: $(VENV)/.bench
+	$(BIN)/python bench/ray_overhead.py --quick
+
+bench-level-overhead: $(VENV)/.bench
+	@if [ -d $(LEVEL_CROPS) ]; then \
+		$(BIN)/python bench/level_overhead.py --crops $(LEVEL_CROPS); \
+	else echo "bench-level-overhead: skipped, no $(LEVEL_CROPS) (run make demo first)"; fi

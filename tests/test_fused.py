@@ -206,6 +206,16 @@ def test_several_faces_per_image_and_batches():
     assert (np.abs(whole[1] - want[1]).max(axis=(1, 2)) / side).max() <= TOL
 
 
+def test_threads_split_a_batch_into_parts_with_the_same_result():
+    faces = generate(100, seed=4, size=96)
+    images, boxes = [f.image for f in faces], np.stack([f.box for f in faces])
+    one = FastCascade.untrained(Config(), levels=2, seed=0)
+    two = FastCascade.from_cascade(one, threads=3)
+    one.threads = 1
+    np.testing.assert_allclose(two.predict(images, boxes)[2], one.predict(images, boxes)[2],
+                               atol=1e-6)
+
+
 def test_load_cascade_gives_the_fast_path_by_default(tmp_path):
     from facecascade.cascade import load_cascade, save_cascade
 

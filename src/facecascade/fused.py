@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import warnings
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,8 @@ from .sampling import sample_windows
 BACKENDS = ("onnxruntime", "torch")
 #: ONNX opset of the level graphs
 OPSET = 17
+#: fewest faces in a part of a batch run by its own thread
+MIN_PART = 32
 
 
 class NotGroupable(ValueError):
@@ -312,14 +316,15 @@ def export_level(graph: LevelGraph, plan: LevelPlan) -> bytes:
 class _OrtLevel:
     """A level graph on onnxruntime: ``(crops, windows) -> points``."""
 
-    def __init__(self, model: bytes, n_groups: int, threads: int | None) -> None:
+    def __init__(self, model: bytes, n_groups: int) -> None:
         import onnxruntime as ort
 
+        # one thread per run: FastCascade runs parts of a batch in parallel instead (the
+        # glue too), and a spinning intra-op pool burns CPU on a shared machine
         opts = ort.SessionOptions()
         opts.inter_op_num_threads = 1
+        opts.intra_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if threads is not None:
-            opts.intra_op_num_threads = int(threads)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         self.names = [f"crops{j}" for j in range(n_groups)] + ["windows"]
@@ -351,8 +356,11 @@ class FastCascade(Cascade):
     backend : {"onnxruntime", "torch"}
         Where the level graphs run.
     threads : int, optional
-        onnxruntime intra-op threads (default: onnxruntime's choice). The torch
-        backend uses torch's own setting (``torch.set_num_threads``).
+        Parts of a batch run at once, in Python threads (numpy, OpenCV and
+        onnxruntime release the GIL), each part on one onnxruntime thread; default
+        ``os.cpu_count()``. A part has at least :data:`MIN_PART` faces, so a single
+        face runs on one thread. The torch backend runs whole batches with torch's
+        own threads (``torch.set_num_threads``).
 
     The graphs are built on first use of a level; :meth:`reference` gives the
     plain :class:`Cascade` of the same weights.
@@ -387,7 +395,7 @@ class FastCascade(Cascade):
             plan = level_plan(self.cfg, level, cpu)
             graph = LevelGraph(plan, cpu).eval()
             run = (_TorchLevel(graph) if self.backend == "torch" else
-                   _OrtLevel(export_level(graph, plan), len(plan.groups), self.threads))
+                   _OrtLevel(export_level(graph, plan), len(plan.groups)))
             self._runners[level] = (plan, run)
         return self._runners[level]
 
@@ -404,8 +412,12 @@ class FastCascade(Cascade):
         n = len(frames)
         out = np.empty((n, 5, 2))
         image_index = np.asarray(image_index, np.int64)
-        for start in range(0, n, batch_size):
-            part = slice(start, start + batch_size)
+        workers = (self.threads or os.cpu_count() or 1) if self.backend == "onnxruntime" else 1
+        workers = max(1, min(workers, n // MIN_PART))
+        step = min(batch_size, -(-n // workers)) if n else 1
+        parts = [slice(start, start + step) for start in range(0, n, step)]
+
+        def run_part(part: slice) -> None:
             fr = frames[part]
             size = (fr[:, 2:] - fr[:, :2])[:, None, :]  # (b, 1, 2) frame w, h
             if plan.anchor_points is None:
@@ -417,4 +429,11 @@ class FastCascade(Cascade):
             crops = [sample_windows(grays, image_index[part], windows[:, sl], gsize)
                      for sl, (_, gsize) in zip(plan.slices, plan.groups, strict=True)]
             out[part] = run(crops, windows.astype(np.float32))
+
+        if workers > 1 and len(parts) > 1:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="level") as pool:
+                list(pool.map(run_part, parts))
+        else:
+            for part in parts:
+                run_part(part)
         return out

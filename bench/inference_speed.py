@@ -161,11 +161,11 @@ def profile_single(fast: FastCascade, images: Sequence[np.ndarray], boxes: np.nd
         return run
 
     runners = dict(fast._runners)
-    sampler = fused.sample_windows
+    sampler = fused.sample_groups
     for k in fast.levels_available:
         plan, run = fast.runner(k)
         fast._runners[k] = (plan, timed(run, "graphs"))
-    fused.sample_windows = timed(sampler, "crops")
+    fused.sample_groups = timed(sampler, "crops")
     try:
         t0 = time.thread_time()
         for i in range(n):
@@ -173,7 +173,7 @@ def profile_single(fast: FastCascade, images: Sequence[np.ndarray], boxes: np.nd
                          boxes[i % len(images):i % len(images) + 1])
         total = time.thread_time() - t0
     finally:
-        fused.sample_windows = sampler
+        fused.sample_groups = sampler
         fast._runners.update(runners)
     out = {k: round(v / n * 1e3, 4) for k, v in spent.items()}
     out["other_glue"] = round((total - sum(spent.values())) / n * 1e3, 4)

@@ -6,7 +6,7 @@ import pytest
 
 from facecascade.crops import cut
 from facecascade.geometry import window_to_output
-from facecascade.sampling import sample_windows, sampling_grids
+from facecascade.sampling import sample_groups, sample_windows, sampling_grids
 from facecascade.synth import generate
 
 
@@ -59,6 +59,23 @@ def test_one_image_many_faces_and_unsorted_image_index():
                                   _reference(grays, index, windows, (15, 15)))
     assert sample_windows(grays, np.array([], int), np.zeros((0, 3, 4)), (15, 15)).shape == \
         (0, 3, 15, 15)
+
+
+def test_groups_of_sizes_in_one_call_are_each_groups_reference_crops():
+    rng = np.random.default_rng(5)
+    grays = [rng.integers(0, 256, (90, 110), np.uint8), rng.integers(0, 256, (60, 70), np.uint8)]
+    index = np.array([0, 1, 1, 0])
+    windows = _random_windows(rng, 4, 5, lo=-10, hi=60, smin=10, smax=50)
+    groups = [((39, 39), 1), ((39, 31), 2), ((15, 15), 2)]  # widths differ: split calls
+    got = sample_groups(grays, index, windows, groups)
+    start = 0
+    for (size, count), crops in zip(groups, got, strict=True):
+        assert crops.shape == (4, count, size[1], size[0])
+        want = _reference(grays, index, windows[:, start:start + count], size)
+        np.testing.assert_array_equal(crops, want)
+        start += count
+    same_width = sample_groups(grays, index, windows[:, :3], groups[:2])
+    np.testing.assert_array_equal(same_width[1], got[1])
 
 
 def test_grids_are_separable_and_fractions_in_32nds():

@@ -48,7 +48,7 @@ from .cascade import Cascade
 from .config import Config
 from .crops import MIN_STD, net_windows
 from .nets import get_spec, level_nets
-from .sampling import sample_windows
+from .sampling import sample_groups
 
 #: graph backends of :class:`FastCascade`
 BACKENDS = ("onnxruntime", "torch")
@@ -426,8 +426,8 @@ class FastCascade(Cascade):
                 anchor = np.asarray(prev[part], np.float64)[:, plan.anchor_points]
             windows = np.concatenate([anchor + plan.fractions[None, :, :2] * size,
                                       anchor + plan.fractions[None, :, 2:] * size], axis=2)
-            crops = [sample_windows(grays, image_index[part], windows[:, sl], gsize)
-                     for sl, (_, gsize) in zip(plan.slices, plan.groups, strict=True)]
+            crops = sample_groups(grays, image_index[part], windows,
+                                  [(size, len(names)) for names, size in plan.groups])
             out[part] = run(crops, windows.astype(np.float32))
 
         if workers > 1 and len(parts) > 1:

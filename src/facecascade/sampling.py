@@ -51,22 +51,23 @@ def sampling_grids(windows: np.ndarray, out_size: tuple[int, int],
     ----------
     windows : array (n, m, 4)
         Windows (left, top, right, bottom).
-    out_size : (int, int)
-        Crop ``(W, H)``; window edges land on the crop's pixel edges
-        (:func:`facecascade.geometry.window_to_output`).
+    out_size : (int, int) or array (m, 2)
+        Crop ``(W, H)``, or one per window; window edges land on the crop's pixel
+        edges (:func:`facecascade.geometry.window_to_output`).
 
     Returns
     -------
-    ix, fx : int64 arrays (n, m, W)
+    ix, fx : int64 arrays (n, m, W)  (W, H: the largest sizes; a smaller crop uses the first)
         Source column of each crop column and its fraction in 1/32 pixel.
     iy, fy : int64 arrays (n, m, H)
         The same for rows.
     """
-    w_out, h_out = out_size
+    sizes = np.asarray(out_size, np.float64)  # (2,) or (m, 2)
+    w_out, h_out = (int(v) for v in sizes.reshape(-1, 2).max(axis=0))
     windows = np.asarray(windows, np.float64)
     lt, rb = windows[..., :2], windows[..., 2:]
     # window_to_output: out = s * x + t with s = W / w, t = -left * s - 0.5 (per axis)
-    scale = np.array([w_out, h_out], np.float64) / (rb - lt)
+    scale = sizes / (rb - lt)
     shift = -lt * scale - 0.5
     # warpAffine's inverse of diag(sx, sy): D = 1 / (sx sy), A_x = sy D, A_y = sx D, b = -A t
     inv_det = 1.0 / (scale[..., 0] * scale[..., 1])
@@ -82,12 +83,14 @@ def sampling_grids(windows: np.ndarray, out_size: tuple[int, int],
             fixed_y >> INTER_BITS, fixed_y & (_INTER_TAB - 1))
 
 
-def remap_maps(windows: np.ndarray, out_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def remap_maps(windows: np.ndarray, out_size: tuple[int, int] | np.ndarray,
+               ) -> tuple[np.ndarray, np.ndarray]:
     """OpenCV fixed-point remap maps of the crops: ``(n, m, H, W, 2)`` int16 and ``(n, m, H, W)``
-    uint16 (fraction index ``32 fy + fx``), as ``warpAffine`` builds them."""
-    w_out, h_out = out_size
+    uint16 (fraction index ``32 fy + fx``), as ``warpAffine`` builds them (sizes as
+    :func:`sampling_grids`)."""
     ix, fx, iy, fy = sampling_grids(windows, out_size)
-    n, m = ix.shape[:2]
+    n, m, w_out = ix.shape
+    h_out = iy.shape[2]
     if min(ix.min(initial=0), iy.min(initial=0)) < -32768 or \
             max(ix.max(initial=0), iy.max(initial=0)) > 32767:
         ix, iy = np.clip(ix, -32768, 32767), np.clip(iy, -32768, 32767)  # as warpAffine: short
@@ -120,30 +123,66 @@ def sample_windows(grays: Sequence[np.ndarray], image_index: np.ndarray, windows
         The same bytes as ``crops.cut(gray, geometry.window_to_output(windows[i], out_size),
         out_size)`` for each face ``i`` (border pixels repeated).
     """
-    w_out, h_out = out_size
     windows = np.asarray(windows, np.float64)
-    n, m = windows.shape[:2]
-    xy, alpha = remap_maps(windows, out_size)
-    out = np.empty((n, m, h_out, w_out), np.uint8)
-    image_index = np.asarray(image_index, np.int64)
-    if n == 0:
+    return sample_groups(grays, image_index, windows, [(tuple(out_size), windows.shape[1])])[0]
+
+
+def sample_groups(grays: Sequence[np.ndarray], image_index: np.ndarray, windows: np.ndarray,
+                  groups: Sequence[tuple[tuple[int, int], int]]) -> list[np.ndarray]:
+    """Crops of windows in groups of crop sizes, in as few ``cv2.remap`` calls as possible.
+
+    ``windows (n, m, 4)`` are ordered by group; ``groups`` lists ``((W, H), count)``.
+    Returns one ``(n, count, H, W)`` uint8 array per group (see :func:`sample_windows`).
+    Groups of the same crop width share one remap call per image (their rows stacked).
+    """
+    windows = np.asarray(windows, np.float64)
+    n = windows.shape[0]
+    widths = {size[0] for size, _ in groups}
+    if len(widths) > 1:
+        out, start = [], 0
+        for size, count in groups:
+            out.extend(sample_groups(grays, image_index, windows[:, start:start + count],
+                                     [(size, count)]))
+            start += count
         return out
-    if len(grays) == 1 or (image_index == image_index[0]).all():
-        groups = [np.arange(n)]
-    else:
-        order = np.argsort(image_index, kind="stable")
-        groups = np.split(order, np.flatnonzero(np.diff(image_index[order])) + 1)
-    for sel in groups:
-        img = grays[int(image_index[sel[0]])]
-        if img.ndim != 2 or img.dtype != np.uint8:
-            raise ValueError(f"image {int(image_index[sel[0]])}: expected a grey uint8 (H, W) "
-                             f"image, got {img.dtype} {img.shape}")
-        if len(groups) == 1:
-            cv2.remap(img, xy.reshape(-1, w_out, 2), alpha.reshape(-1, w_out), cv2.INTER_LINEAR,
-                      dst=out.reshape(-1, w_out), borderMode=cv2.BORDER_REPLICATE)
+    w_out = widths.pop()
+    sizes = np.array([size for size, count in groups for _ in range(count)], np.float64)
+    xy, alpha = remap_maps(windows, sizes if len(groups) > 1 else sizes[0])
+    h_max = xy.shape[2]
+    if any(size[1] != h_max for size, _ in groups):  # keep each window's own rows
+        parts, start = [], 0
+        for (_, h), count in groups:
+            parts.append((xy[:, start:start + count, :h].reshape(n, -1, w_out, 2),
+                          alpha[:, start:start + count, :h].reshape(n, -1, w_out)))
+            start += count
+        xy = np.concatenate([p[0] for p in parts], axis=1)
+        alpha = np.concatenate([p[1] for p in parts], axis=1)
+    rows = int(sum(size[1] * count for size, count in groups))
+    xy, alpha = xy.reshape(n, rows, w_out, 2), alpha.reshape(n, rows, w_out)
+    crops = np.empty((n, rows, w_out), np.uint8)
+    image_index = np.asarray(image_index, np.int64)
+    if n:
+        if len(grays) == 1 or (image_index == image_index[0]).all():
+            faces = [np.arange(n)]
         else:
-            out[sel] = cv2.remap(img, xy[sel].reshape(-1, w_out, 2),
-                                 alpha[sel].reshape(-1, w_out), cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REPLICATE).reshape(len(sel), m, h_out,
-                                                                          w_out)
+            order = np.argsort(image_index, kind="stable")
+            faces = np.split(order, np.flatnonzero(np.diff(image_index[order])) + 1)
+        for sel in faces:
+            img = grays[int(image_index[sel[0]])]
+            if img.ndim != 2 or img.dtype != np.uint8:
+                raise ValueError(f"image {int(image_index[sel[0]])}: expected a grey uint8 "
+                                 f"(H, W) image, got {img.dtype} {img.shape}")
+            if len(faces) == 1:
+                cv2.remap(img, xy.reshape(-1, w_out, 2), alpha.reshape(-1, w_out),
+                          cv2.INTER_LINEAR, dst=crops.reshape(-1, w_out),
+                          borderMode=cv2.BORDER_REPLICATE)
+            else:
+                crops[sel] = cv2.remap(img, xy[sel].reshape(-1, w_out, 2),
+                                       alpha[sel].reshape(-1, w_out), cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_REPLICATE).reshape(len(sel), rows,
+                                                                                w_out)
+    out, row = [], 0
+    for (_, h), count in groups:
+        out.append(crops[:, row:row + h * count].reshape(n, count, h, w_out))
+        row += h * count
     return out

@@ -4,6 +4,7 @@
 #   make test  - fresh clone -> venv -> pytest
 #   make real  - the real-data recipe (recipes/real.yaml) as a DVC experiment on your data:
 #                make real FORMAT=cuhk ROOT=<images dir> LIST=<list file>   (mtfl: also BOXES=<file>)
+#   make bench DATA=/path/to/set - every benchmark under bench/ (JSON in bench/results/)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -14,7 +15,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 FORMAT ?= cuhk
 RECIPE ?= recipes/real.yaml
 
-.PHONY: venv demo test lint real clean-outputs
+.PHONY: venv demo test lint real clean-outputs bench bench-data $(BENCHES)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +46,50 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check src pipeline tests bench
+
+# ---- benchmarks: `make bench DATA=/path/to/mtfl-train` (a list + images/; or FACECASCADE_DATA).
+# One target per script under bench/; add a new one to BENCHES to have `make bench` run it.
+DATA ?= $(FACECASCADE_DATA)
+DATA_NAME = $(notdir $(abspath $(DATA)))
+MODEL ?=
+LEVEL_CROPS ?= outputs/crops/level2
+BENCHES := bench-inference-speed bench-onnx-speed bench-detector-boxes bench-cascade-levels \
+           bench-ray-overhead bench-level-overhead bench-accuracy
+
+bench: $(BENCHES)
+
+$(VENV)/.bench: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	touch $@
+
+bench-data:
+	@test -n "$(DATA)" || { echo "make bench needs DATA=/path/to/data-set (or FACECASCADE_DATA)"; exit 1; }
+
+bench-inference-speed: bench-data $(VENV)/.bench
+	$(BIN)/python bench/inference_speed.py $(DATA) $(if $(MODEL),--model $(MODEL)) \
+		--out bench/results/inference_speed_$(DATA_NAME).json
+
+bench-onnx-speed: $(VENV)/.bench
+	$(BIN)/python bench/onnx_speed.py $(if $(MODEL),--model $(MODEL))
+
+bench-detector-boxes: bench-data $(VENV)/.bench
+	$(BIN)/python bench/detector_boxes.py --data $(DATA) $(if $(MODEL),--model $(MODEL)) \
+		--out bench/results/detector_boxes_$(DATA_NAME).json
+
+bench-cascade-levels: bench-data $(VENV)/.bench
+	$(BIN)/python bench/cascade_levels.py --data $(DATA) \
+		--out bench/results/cascade_levels_$(DATA_NAME).json
+
+bench-ray-overhead: $(VENV)/.bench
+	$(BIN)/python bench/ray_overhead.py --quick
+
+bench-level-overhead: $(VENV)/.bench
+	@if [ -d $(LEVEL_CROPS) ]; then \
+		$(BIN)/python bench/level_overhead.py --crops $(LEVEL_CROPS); \
+	else echo "bench-level-overhead: skipped, no $(LEVEL_CROPS) (run make demo first)"; fi
+
+bench-accuracy: bench-data $(VENV)/.bench
+	@if [ -n "$(MODEL)" ]; then \
+		$(BIN)/python bench/accuracy.py --data $(DATA) --model $(MODEL) \
+			--out bench/results/accuracy_$(DATA_NAME).json; \
+	else echo "bench-accuracy: skipped, give MODEL=<a cascade trained on DATA's list>"; fi

@@ -98,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    cascade = load_cascade(args.model, device="cpu") if args.model else Cascade.untrained(
-        Config(), levels=3, seed=0)
+    cascade = load_cascade(args.model, device="cpu", fast=False) if args.model else \
+        Cascade.untrained(Config(), levels=3, seed=0)  # the reference glue, per-net forwards
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         path = export_onnx(cascade, Path(tmp) / "cascade.onnx")

@@ -85,7 +85,7 @@ def test_save_load_round_trip(cascade, faces, tmp_path):
     save_cascade(cascade, tmp_path / "c")
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert manifest["levels"] == 3 and len(manifest["nets"]) == 23
-    loaded = load_cascade(tmp_path / "c")
+    loaded = load_cascade(tmp_path / "c", fast=False)  # the fast path's parity: test_fused.py
     np.testing.assert_allclose(loaded.predict(images, boxes)[3], cascade.predict(images, boxes)[3])
 
 

@@ -216,12 +216,22 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_cascade(path: str | Path, *, device: str | torch.device | None = None) -> Cascade:
-    """Load a cascade artifact directory; weights only, never arbitrary pickles."""
+def load_cascade(path: str | Path, *, device: str | torch.device | None = None,
+                 fast: bool = True) -> Cascade:
+    """Load a cascade artifact directory; weights only, never arbitrary pickles.
+
+    By default the cascade runs on the fast path (:class:`facecascade.fused.FastCascade`:
+    fused level graphs on vectorised crops); ``fast=False`` gives the reference
+    :class:`Cascade`.
+    """
     path = Path(path)
     manifest = read_manifest(path)
     weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
     cfg = config_from_dict(manifest["params"])
+    if fast:
+        from .fused import FastCascade
+
+        return FastCascade(cfg, weights, levels=int(manifest["levels"]), device=device)
     return Cascade(cfg, weights, levels=int(manifest["levels"]), device=device)
 
 

@@ -42,6 +42,8 @@ from .nets import NetSpec, get_spec, level_nets
 log = logging.getLogger(__name__)
 
 ROW_GROUP_SIZE = 8192
+#: floor of a crop's std in :func:`standardise`, in grey levels (flat crops map to zeros)
+MIN_STD = 1e-3 * 255
 
 
 def net_windows(spec: NetSpec, frames: np.ndarray, cfg: Config,
@@ -79,7 +81,7 @@ def cut(image_gray: np.ndarray, matrices: np.ndarray, out_size: tuple[int, int])
 
 
 def standardise(pixels: np.ndarray, size: tuple[int, int], *,
-                min_std: float = 1e-3 * 255) -> np.ndarray:
+                min_std: float = MIN_STD) -> np.ndarray:
     """Per-crop standardisation: minus the crop's mean, divided by its std.
 
     Parameters

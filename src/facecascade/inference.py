@@ -126,28 +126,33 @@ def predict_requests(cascade: Cascade, requests: Sequence[FaceRequest], *, max_p
     per level); ``problems`` lists requests that gave no face (``path``,
     ``reason``), never dropped silently.
     """
+    from .decoding import decode_ahead
     from .detect import find_faces
-    from .images import ImageError, load_image
+    from .images import ImageError
 
     rows: list[pd.DataFrame] = []
     problems: list[dict] = []
     bar = Progress(len(requests), "images") if progress else None
+    # each file decoded once (grey), in a thread running ahead of inference
+    decoded = decode_ahead([r.file for r in requests], max_pixels=max_pixels)
     for start in range(0, len(requests), batch_images):
         chunk = requests[start:start + batch_images]
         images, boxes, index, owners = [], [], [], []
+        slot: dict[int, int] = {}  # id(image) -> position in images: one copy per file
         for req in chunk:
-            try:
-                img = load_image(req.file, max_pixels=max_pixels)
-            except ImageError as exc:
-                problems.append({"path": req.path, "reason": exc.reason})
+            img = next(decoded)
+            if isinstance(img, ImageError):
+                problems.append({"path": req.path, "reason": img.reason})
                 continue
             b = req.boxes if req.boxes is not None else find_faces(img, cascade.cfg.detect)
             if len(b) == 0:
                 problems.append({"path": req.path, "reason": "no face found by detector"})
                 continue
-            images.append(img)
+            if id(img) not in slot:
+                slot[id(img)] = len(images)
+                images.append(img)
             boxes.append(np.asarray(b, dtype=np.float64))
-            index.extend([len(images) - 1] * len(b))
+            index.extend([slot[id(img)]] * len(b))
             owners.extend((req.path, k) for k in range(len(b)))
         if images:
             all_boxes = np.concatenate(boxes)

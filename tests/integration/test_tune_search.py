@@ -92,3 +92,48 @@ def test_tune_command_searches_reports_and_logs(tmp_path: Path, monkeypatch, cap
         assert [m.step for m in history] == list(range(1, len(history) + 1))
     artifacts = {a.path for a in client.list_artifacts(search[0].info.run_id)}
     assert {"search.json", "curves.png"} <= artifacts
+
+
+def test_an_interrupted_search_resumes_its_trials(tmp_path: Path, monkeypatch) -> None:
+    """SIGKILL `facecascade tune` once a trial has reported; the same command resumes the
+    Tune experiment (same key) and finishes the search with the same trials."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    write_tables(tmp_path / "crops", [NET], n_train=512, n_val=128)
+    search = {**SEARCH, "num_samples": 3, "max_epochs": 6, "grace_period": 6}
+    params = {"tune": search, "resources": {"cpus_per_net": 1.0, "max_failures": 0,
+                                            "max_concurrent": 1, "torch_threads": 1}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cmd = [sys.executable, "-m", "facecascade.cli", "-v", "tune", "--crops", "crops",
+           "--out", "tune", "--no-mlflow", "--quiet"]
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    reported: set[str] = set()
+    while time.monotonic() < deadline and first.poll() is None:
+        reported = {p.parent.name for p in (tmp_path / "ray_results").glob("tune-*/*/result.json")
+                    if p.stat().st_size > 0}
+        if reported:
+            break
+        time.sleep(1)
+    assert first.poll() is None, "the search ended before it could be interrupted"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert reported and not (tmp_path / "tune/search.json").exists()
+
+    second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming the interrupted search" in second.stderr
+    doc = json.loads((tmp_path / "tune/search.json").read_text())
+    assert len(doc["trials"]) == 3
+    assert all(t["status"] == "finished" and t["epochs"] == 6 for t in doc["trials"]), doc
+    experiments = list((tmp_path / "ray_results").glob("tune-*"))
+    assert len(experiments) == 1  # the same Tune experiment, not a second one

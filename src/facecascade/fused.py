@@ -1,0 +1,439 @@
+"""The fast inference path: each cascade level as one graph, fed by vectorised crops.
+
+:class:`FastCascade` is a :class:`facecascade.cascade.Cascade` (same
+``predict``, ``predict_level``, manifest and artifact) whose ``predict_level``
+runs a level in three steps for a whole batch of faces:
+
+1. **windows** of every net of the level for every face in one numpy
+   expression (``anchor + fraction * frame size``, the arithmetic of
+   :func:`facecascade.crops.net_windows`, bit for bit);
+2. **crops** of all those windows (:func:`facecascade.sampling.sample_windows`:
+   the reference ``warpAffine`` crops to the bit, one ``cv2.remap`` per image);
+3. **one graph** per level (:class:`LevelGraph`): uint8 crops and windows in,
+   fused points out. Nets of a level with the same input size and layer plan
+   become one stack of grouped convolutions (:class:`GroupedNets`: the 10 patch
+   nets of level 2 or 3 are one module; EN1 and NM1 are one, F1 another, as
+   their input sizes differ); per-crop standardisation, the nets' relative
+   outputs back to image pixels and the fusion (eq. 4 weighted average at
+   level 1, pair averages at levels 2 and 3) are inside the graph.
+
+The graph runs on onnxruntime (exported with ``torch.onnx.export``, one session
+per level, default) or as the fused torch module (``backend="torch"``);
+``bench/inference_speed.py`` measures both. Grouped modules are built from the
+nets' modules, so they follow any layer widths of the specs (``nets.NetSpec``);
+a ``BatchNorm`` after a convolution or linear layer is folded into its weights.
+Nets whose layers cannot be grouped (e.g. locally shared convolutions) run as
+they are, inside the same graph.
+
+:class:`facecascade.cascade.Cascade` stays the reference;
+``tests/test_fused.py`` checks that both agree.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cascade import Cascade
+from .config import Config
+from .crops import MIN_STD, net_windows
+from .nets import get_spec, level_nets
+from .sampling import sample_groups
+
+#: graph backends of :class:`FastCascade`
+BACKENDS = ("onnxruntime", "torch")
+#: ONNX opset of the level graphs
+OPSET = 17
+#: fewest faces in a part of a batch run by its own thread
+MIN_PART = 32
+
+
+class NotGroupable(ValueError):
+    """Nets whose layers cannot be stacked as grouped convolutions."""
+
+
+# ---------------------------------------------------------------------------- grouped nets
+
+def _layers(net: nn.Module) -> list[nn.Module]:
+    """The layer sequence of a :class:`facecascade.nets.LandmarkNet` (features, then head)."""
+    if not (isinstance(getattr(net, "features", None), nn.Sequential)
+            and isinstance(getattr(net, "head", None), nn.Sequential)):
+        raise NotGroupable(f"{type(net).__name__} has no features/head sequences")
+    return [m for m in (*net.features, *net.head) if not isinstance(m, (nn.Dropout, nn.Identity))]
+
+
+def _fold(weight: torch.Tensor, bias: torch.Tensor | None,
+          bn: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a conv/linear layer with the (eval-mode) BatchNorm after it folded in."""
+    weight = weight.detach().clone()
+    bias = (torch.zeros(weight.shape[0]) if bias is None else bias.detach().clone())
+    if bn is None:
+        return weight, bias
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
+        1.0 / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias.detach() if bn.affine else torch.zeros_like(scale)
+    weight = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+    return weight, (bias - bn.running_mean) * scale + shift
+
+
+def _signature(net: nn.Module) -> tuple:
+    """What must match for nets to be grouped: layer types and hyperparameters."""
+    sig: list[Any] = []
+    for m in _layers(net):
+        if isinstance(m, nn.Conv2d):
+            sig.append(("conv", m.in_channels, m.out_channels, m.kernel_size, m.stride,
+                        m.padding, m.dilation, m.groups, m.padding_mode))
+        elif isinstance(m, nn.Linear):
+            sig.append(("linear", m.in_features, m.out_features))
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            sig.append(("bn", m.num_features))
+        elif isinstance(m, nn.MaxPool2d):
+            sig.append(("maxpool", m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode))
+        elif isinstance(m, (nn.ReLU, nn.Flatten)):
+            sig.append((type(m).__name__,))
+        else:
+            raise NotGroupable(f"layer {type(m).__name__} cannot be grouped")
+    return tuple(sig)
+
+
+class GroupedNets(nn.Module):
+    """``g`` nets of one layer plan as one stack of grouped convolutions.
+
+    Convolutions become ``Conv2d(g * in, g * out, groups=g)`` (net ``i`` owns
+    channels ``i * out ... (i + 1) * out - 1``); the first linear layer after
+    the flatten becomes a grouped convolution whose kernel covers the whole
+    feature map, later linear layers grouped 1x1 convolutions; ReLU and max
+    pooling stay as they are; dropout is dropped (inference) and BatchNorm folded.
+
+    Input ``(B, g, H, W)`` (net ``i`` reads channel ``i``); output ``(B, g, k)``,
+    the ``k`` outputs of each net.
+
+    Raises
+    ------
+    NotGroupable
+        When the nets have different layer plans or a layer this class does not know.
+    """
+
+    def __init__(self, nets: Sequence[nn.Module], input_size: tuple[int, int]) -> None:
+        super().__init__()
+        if len({_signature(n) for n in nets}) != 1:
+            raise NotGroupable("nets with different layer plans")
+        g = len(nets)
+        self.g = g
+        per_net = [_layers(n) for n in nets]
+        w, h = input_size
+        shape = torch.zeros(1, 1, h, w)  # tracks the feature map of net 0 up to the flatten
+        layers: list[nn.Module] = []
+        flat_shape: tuple[int, ...] | None = None
+        first_linear = True
+        i = 0
+        with torch.no_grad():
+            while i < len(per_net[0]):
+                m0 = per_net[0][i]
+                nxt = per_net[0][i + 1] if i + 1 < len(per_net[0]) else None
+                bn_next = isinstance(nxt, (nn.BatchNorm2d, nn.BatchNorm1d))
+                if isinstance(m0, nn.Conv2d):
+                    folded = [_fold(ms[i].weight, ms[i].bias, ms[i + 1] if bn_next else None)
+                              for ms in per_net]
+                    conv = nn.Conv2d(g * m0.in_channels, g * m0.out_channels, m0.kernel_size,
+                                     stride=m0.stride, padding=m0.padding, dilation=m0.dilation,
+                                     groups=g * m0.groups, padding_mode=m0.padding_mode)
+                    conv.weight.copy_(torch.cat([f[0] for f in folded]))
+                    conv.bias.copy_(torch.cat([f[1] for f in folded]))
+                    layers.append(conv)
+                    shape = m0(shape)
+                elif isinstance(m0, nn.Linear):
+                    folded = [_fold(ms[i].weight, ms[i].bias, ms[i + 1] if bn_next else None)
+                              for ms in per_net]
+                    if first_linear and flat_shape is not None:
+                        c, fh, fw = flat_shape
+                        kernel = (fh, fw)
+                        weights = [f[0].reshape(m0.out_features, c, fh, fw) for f in folded]
+                    else:
+                        kernel = (1, 1)
+                        weights = [f[0].reshape(m0.out_features, m0.in_features, 1, 1)
+                                   for f in folded]
+                    first_linear = False
+                    conv = nn.Conv2d(weights[0].shape[1] * g, g * m0.out_features, kernel,
+                                     groups=g)
+                    conv.weight.copy_(torch.cat(weights))
+                    conv.bias.copy_(torch.cat([f[1] for f in folded]))
+                    layers.append(conv)
+                elif isinstance(m0, nn.Flatten):
+                    flat_shape = tuple(shape.shape[1:])
+                elif isinstance(m0, (nn.ReLU, nn.MaxPool2d)):
+                    layers.append(copy.deepcopy(m0))
+                    if flat_shape is None:
+                        shape = m0(shape)
+                i += 2 if bn_next and isinstance(m0, (nn.Conv2d, nn.Linear)) else 1
+        if flat_shape is None:
+            raise NotGroupable("no flatten between the convolutions and the linear layers")
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).reshape(x.shape[0], self.g, -1)
+
+
+class SeparateNets(nn.Module):
+    """Nets that cannot be grouped, with :class:`GroupedNets`' interface: ``(B, g, H, W) ->
+    (B, g, k)``."""
+
+    def __init__(self, nets: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(copy.deepcopy(n).eval() for n in nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([net(x[:, i:i + 1]) for i, net in enumerate(self.nets)], dim=1)
+
+
+def group_nets(nets: Sequence[nn.Module], input_size: tuple[int, int]) -> nn.Module:
+    """:class:`GroupedNets` of ``nets`` when their layers allow it, else :class:`SeparateNets`."""
+    try:
+        return GroupedNets(nets, input_size)
+    except NotGroupable:
+        return SeparateNets(nets)
+
+
+# ---------------------------------------------------------------------------- level graph
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """Which nets a level has, in graph order, and how their windows are placed.
+
+    ``groups`` are ``(names, (W, H))`` of nets run as one module; ``order`` is
+    every net of the level in graph order (the groups one after the other).
+    A net's window is ``anchor + fractions * (frame w, h, w, h)`` where the
+    anchor is the frame's top-left corner (level 1) or the previous estimate of
+    the net's point (``anchor_points``; levels 2 and 3).
+    """
+
+    level: int
+    groups: tuple[tuple[tuple[str, ...], tuple[int, int]], ...]
+    order: tuple[str, ...]
+    fractions: np.ndarray  # (m, 4)
+    anchor_points: np.ndarray | None  # (m,) point index, None at level 1
+    fusion: np.ndarray  # (5, P): fused point q = sum_p fusion[q, p] * net point p
+
+    @property
+    def slices(self) -> list[slice]:
+        """Position of each group in :attr:`order`."""
+        out, start = [], 0
+        for names, _ in self.groups:
+            out.append(slice(start, start + len(names)))
+            start += len(names)
+        return out
+
+
+def level_plan(cfg: Config, level: int, nets: Mapping[str, nn.Module]) -> LevelPlan:
+    """The :class:`LevelPlan` of ``level``: nets grouped by input size and layer plan."""
+    names = level_nets(level)
+    keys: dict[Any, list[str]] = {}
+    for name in names:
+        try:
+            sig = _signature(nets[name])
+        except NotGroupable:
+            sig = name  # a group of its own
+        keys.setdefault((get_spec(name).input_size, sig), []).append(name)
+    groups = tuple((tuple(ns), key[0]) for key, ns in keys.items())
+    order = tuple(n for ns, _ in groups for n in ns)
+    unit = np.array([[0.0, 0.0, 1.0, 1.0]])
+    zeros = np.zeros((1, 5, 2))
+    fractions = np.concatenate([net_windows(get_spec(n), unit, cfg, zeros) for n in order])
+    anchors = None if level == 1 else np.array([get_spec(n).points[0] for n in order])
+    weights = [cfg.level1.model.fusion[n] if level == 1 else 1.0 for n in order]
+    point_of = [p for n in order for p in get_spec(n).points]
+    weight_of = [w for n, w in zip(order, weights, strict=True) for _ in get_spec(n).points]
+    fusion = np.zeros((5, len(point_of)))
+    for j, (p, w) in enumerate(zip(point_of, weight_of, strict=True)):
+        fusion[p, j] = w
+    fusion /= fusion.sum(axis=1, keepdims=True)
+    return LevelPlan(level, groups, order, fractions, anchors, fusion)
+
+
+class LevelGraph(nn.Module):
+    """One cascade level as one module: crops and windows in, fused points out.
+
+    ``forward(*crops, windows)``: ``crops[j]`` uint8 ``(B, g_j, H_j, W_j)`` of the
+    ``j``-th group of the plan, ``windows`` float32 ``(B, m, 4)`` of every net in
+    plan order; returns float32 ``(B, 5, 2)`` points in image pixels. Each crop is
+    standardised (minus its mean, over its std floored at ``crops.MIN_STD``), the
+    nets' relative outputs are mapped to their windows and fused with the plan's
+    weights.
+    """
+
+    def __init__(self, plan: LevelPlan, nets: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        self.groups = nn.ModuleList(
+            group_nets([nets[n] for n in names], size).eval() for names, size in plan.groups)
+        net_of_point = [i for i, n in enumerate(plan.order) for _ in get_spec(n).points]
+        self.register_buffer("net_of_point", torch.tensor(net_of_point, dtype=torch.int64))
+        self.register_buffer("fusion", torch.tensor(plan.fusion, dtype=torch.float32))
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        *crops, windows = inputs
+        outs = []
+        for module, x in zip(self.groups, crops, strict=True):
+            x = x.float()
+            mean = x.mean(dim=(2, 3), keepdim=True)
+            d = x - mean
+            std = torch.sqrt((d * d).mean(dim=(2, 3), keepdim=True))
+            y = module(d / torch.clamp(std, min=MIN_STD))
+            outs.append(y.reshape(y.shape[0], -1, 2))
+        rel = torch.cat(outs, dim=1)  # (B, P, 2)
+        win = windows.index_select(1, self.net_of_point)  # (B, P, 4)
+        points = rel * (win[..., 2:] - win[..., :2]) + win[..., :2]
+        return torch.matmul(self.fusion, points)
+
+
+def export_level(graph: LevelGraph, plan: LevelPlan) -> bytes:
+    """The ONNX model (bytes) of a :class:`LevelGraph`; inputs ``crops0.. , windows``."""
+    example = [torch.zeros(2, len(names), size[1], size[0], dtype=torch.uint8)
+               for names, size in plan.groups]
+    example.append(torch.zeros(2, len(plan.order), 4))
+    example[-1][..., 2:] = 1.0
+    names = [f"crops{j}" for j in range(len(plan.groups))] + ["windows"]
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(graph, tuple(example), buf, dynamo=False, opset_version=OPSET,
+                          input_names=names, output_names=["points"],
+                          dynamic_axes={n: {0: "batch"} for n in [*names, "points"]},
+                          do_constant_folding=True)
+    return buf.getvalue()
+
+
+class _OrtLevel:
+    """A level graph on onnxruntime: ``(crops, windows) -> points``."""
+
+    def __init__(self, model: bytes, n_groups: int) -> None:
+        import onnxruntime as ort
+
+        # one thread per run: FastCascade runs parts of a batch in parallel instead (the
+        # glue too), and a spinning intra-op pool burns CPU on a shared machine
+        opts = ort.SessionOptions()
+        opts.inter_op_num_threads = 1
+        opts.intra_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        self.names = [f"crops{j}" for j in range(n_groups)] + ["windows"]
+
+    def __call__(self, crops: Sequence[np.ndarray], windows: np.ndarray) -> np.ndarray:
+        feed = dict(zip(self.names, [*crops, windows], strict=True))
+        return self.session.run(None, feed)[0]
+
+
+class _TorchLevel:
+    """A level graph as a torch module: ``(crops, windows) -> points``."""
+
+    def __init__(self, graph: LevelGraph) -> None:
+        self.graph = graph
+
+    def __call__(self, crops: Sequence[np.ndarray], windows: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.graph(*(torch.from_numpy(c) for c in crops),
+                              torch.from_numpy(windows)).numpy()
+
+
+class FastCascade(Cascade):
+    """A :class:`Cascade` whose levels run as fused graphs on vectorised crops.
+
+    Same constructor as :class:`Cascade`, plus:
+
+    Parameters
+    ----------
+    backend : {"onnxruntime", "torch"}
+        Where the level graphs run.
+    threads : int, optional
+        Parts of a batch run at once, in Python threads (numpy, OpenCV and
+        onnxruntime release the GIL), each part on one onnxruntime thread; default
+        ``os.cpu_count()``. A part has at least :data:`MIN_PART` faces, so a single
+        face runs on one thread. The torch backend runs whole batches with torch's
+        own threads (``torch.set_num_threads``).
+
+    The graphs are built on first use of a level; :meth:`reference` gives the
+    plain :class:`Cascade` of the same weights.
+    """
+
+    def __init__(self, cfg: Config, weights: Mapping[str, Mapping[str, torch.Tensor]], *,
+                 levels: int, device: str | torch.device | None = None,
+                 backend: str = "onnxruntime", threads: int | None = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend == {backend!r}, must be one of {BACKENDS}")
+        super().__init__(cfg, weights, levels=levels, device=device)
+        self.backend = backend
+        self.threads = threads
+        self._runners: dict[int, tuple[LevelPlan, Any]] = {}
+
+    @classmethod
+    def from_cascade(cls, cascade: Cascade, **kwargs: Any) -> FastCascade:
+        """The fast path of an existing (reference) cascade's weights."""
+        weights = {n: net.state_dict() for n, net in cascade.nets.items()}
+        return cls(cascade.cfg, weights, levels=cascade.levels, **kwargs)
+
+    def reference(self) -> Cascade:
+        """The reference :class:`Cascade` of the same weights."""
+        return Cascade(self.cfg, {n: net.state_dict() for n, net in self.nets.items()},
+                       levels=self.levels, device=self.device)
+
+    def runner(self, level: int) -> tuple[LevelPlan, Any]:
+        """The plan and the graph runner of ``level`` (built on first use)."""
+        if level not in self._runners:
+            cpu = {n: copy.deepcopy(net).cpu().eval() for n, net in self.nets.items()
+                   if get_spec(n).level == level}
+            plan = level_plan(self.cfg, level, cpu)
+            graph = LevelGraph(plan, cpu).eval()
+            run = (_TorchLevel(graph) if self.backend == "torch" else
+                   _OrtLevel(export_level(graph, plan), len(plan.groups)))
+            self._runners[level] = (plan, run)
+        return self._runners[level]
+
+    def predict_level(self, level: int, grays: Sequence[np.ndarray], image_index: np.ndarray,
+                      frames: np.ndarray, prev: np.ndarray | None, *,
+                      batch_size: int = 1024) -> np.ndarray:
+        """Points ``(n, 5, 2)`` after ``level``, as :meth:`Cascade.predict_level` (fast path)."""
+        if level not in self.levels_available:
+            raise ValueError(f"level == {level}, this cascade has levels 1..{self.levels}")
+        plan, run = self.runner(level)
+        frames = np.asarray(frames, np.float64)
+        if level > 1 and prev is None:
+            raise ValueError(f"level {level} needs the previous level's points (prev)")
+        n = len(frames)
+        out = np.empty((n, 5, 2))
+        image_index = np.asarray(image_index, np.int64)
+        workers = (self.threads or os.cpu_count() or 1) if self.backend == "onnxruntime" else 1
+        workers = max(1, min(workers, n // MIN_PART))
+        step = min(batch_size, -(-n // workers)) if n else 1
+        parts = [slice(start, start + step) for start in range(0, n, step)]
+
+        def run_part(part: slice) -> None:
+            fr = frames[part]
+            size = (fr[:, 2:] - fr[:, :2])[:, None, :]  # (b, 1, 2) frame w, h
+            if plan.anchor_points is None:
+                anchor = fr[:, None, :2]
+            else:
+                anchor = np.asarray(prev[part], np.float64)[:, plan.anchor_points]
+            windows = np.concatenate([anchor + plan.fractions[None, :, :2] * size,
+                                      anchor + plan.fractions[None, :, 2:] * size], axis=2)
+            crops = sample_groups(grays, image_index[part], windows,
+                                  [(size, len(names)) for names, size in plan.groups])
+            out[part] = run(crops, windows.astype(np.float32))
+
+        if workers > 1 and len(parts) > 1:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="level") as pool:
+                list(pool.map(run_part, parts))
+        else:
+            for part in parts:
+                run_part(part)
+        return out

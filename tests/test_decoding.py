@@ -1,0 +1,50 @@
+"""Decoding ahead of inference: each file once, list order kept, errors in place."""
+
+import cv2
+import numpy as np
+
+from facecascade.decoding import decode_ahead
+from facecascade.images import ImageError
+
+
+def _write(path, value, shape=(6, 8, 3)):
+    cv2.imwrite(str(path), np.full(shape, value, np.uint8))
+    return path
+
+
+def test_each_file_once_in_order_with_errors(tmp_path, monkeypatch):
+    import facecascade.decoding as dec
+
+    a, b = _write(tmp_path / "a.png", 10), _write(tmp_path / "b.png", 200)
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    calls = []
+    real = dec._decode
+    monkeypatch.setattr(dec, "_decode", lambda p, m: calls.append(p) or real(p, m))
+    files = [a, b, a, tmp_path / "bad.jpg", b, a, tmp_path / "none.png"]
+    for workers, ahead in ((1, 2), (2, 32), (0, 1)):
+        calls.clear()
+        out = list(decode_ahead(files, max_pixels=10**6, workers=workers, ahead=ahead))
+        assert sorted(map(str, calls)) == sorted(map(str, set(files)))  # each file once
+        assert [o[0, 0] for o in (out[0], out[1], out[2], out[4], out[5])] == [10, 200, 10, 200,
+                                                                              10]
+        assert out[0].ndim == 2  # grey
+        assert isinstance(out[3], ImageError) and out[3].reason.startswith("image unreadable")
+        assert isinstance(out[6], ImageError) and out[6].reason == "image missing"
+
+
+def test_predict_list_decodes_each_image_once(tmp_path, monkeypatch):
+    """Two faces of one photo in a list: the photo is decoded once, both faces predicted."""
+    import facecascade.decoding as dec
+    from facecascade.cascade import Cascade
+    from facecascade.config import Config
+    from facecascade.inference import FaceRequest, predict_requests
+
+    photo = _write(tmp_path / "p.png", 0, shape=(80, 120, 3))
+    calls = []
+    real = dec._decode
+    monkeypatch.setattr(dec, "_decode", lambda p, m: calls.append(p) or real(p, m))
+    reqs = [FaceRequest("p.png", photo, np.array([[5.0, 5, 50, 60]]), [1]),
+            FaceRequest("p.png", photo, np.array([[60.0, 10, 110, 70]]), [2])]
+    points, problems = predict_requests(Cascade.untrained(Config(), levels=1), reqs,
+                                        max_pixels=10**6, progress=False)
+    assert calls == [photo] and len(points) == 2 and problems.empty

@@ -383,8 +383,9 @@ def test_champion_predicts_from_path_and_base64_with_box(champion, tmp_path):
     out = champion.predict(req)
     assert out["row"].tolist() == [0, 1, 2] and out["face"].tolist() == [0, 0, 0]
     check_faces(out, np.array([box] * 3))
-    # path and base64 of the same pixels give the same points
-    np.testing.assert_allclose(out.iloc[0, 2:], out.iloc[1, 2:])
+    # path and base64 of the same pixels give the same points (to float32 precision: the
+    # nets run in float32 on pixel coordinates of about 100)
+    np.testing.assert_allclose(out.iloc[0, 2:], out.iloc[1, 2:], rtol=0, atol=1e-4)
 
 
 def test_champion_detects_faces_without_box(champion, tmp_path):

@@ -1,7 +1,10 @@
 """Atomic output writing: a temp file beside the target, then ``os.replace``.
 
 An interrupted stage therefore leaves either the old file or the new one,
-never half a file.
+never half a file. A directory is replaced by two renames (the old one to
+``.NAME.old``, the new one into place); a writer killed between them leaves
+``.NAME.old`` and no ``NAME``, and the next writer restores ``.NAME.old``
+before anything else (:func:`remove_stale_temps`), so the old output is never lost.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +47,7 @@ def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
                 old = path.with_name(f".{path.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
                 os.replace(path, old)
+                _between_renames()
                 os.replace(tmp, path)
                 shutil.rmtree(old, ignore_errors=True)
             else:
@@ -57,10 +62,29 @@ def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
         raise
 
 
+#: the environment variable of the test hook of :func:`_between_renames`
+KILL_HOOK_ENV = "FACECASCADE_TEST_KILL_BETWEEN_RENAMES"
+
+
+def _between_renames() -> None:
+    """Test hook: with ``KILL_HOOK_ENV=1`` the process SIGKILLs itself between the two
+    renames of a directory swap (tests/test_io.py checks the next writer recovers)."""
+    if os.environ.get(KILL_HOOK_ENV) == "1":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def remove_stale_temps(path: str | Path) -> list[Path]:
-    """Delete temp files/dirs left beside ``path`` by a writer that was killed (SIGKILL
-    gives no chance to clean up); returns what was removed."""
+    """Clean up after a writer of ``path`` that was killed (SIGKILL gives no chance to).
+
+    A ``.NAME.old`` with no ``NAME`` is a directory swap killed between its two renames:
+    it is renamed back to ``NAME`` (the old output is restored, not deleted). Then temp
+    files/dirs and a ``.NAME.old`` beside a complete ``NAME`` are deleted; returns what
+    was removed.
+    """
     path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if old.exists() and not path.exists():
+        os.replace(old, path)
     stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) + sorted(
         path.parent.glob(f".{path.name}.old"))
     for p in stale:

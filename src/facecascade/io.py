@@ -95,6 +95,43 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
     return stale
 
 
+def load_tensors(path: str | Path, what: str = "weights file") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one-line errors naming ``path``.
+
+    Only tensors and plain containers are unpickled: a file that would need to run code
+    to load is refused, and the message never suggests loading it with
+    ``weights_only=False`` (the advice PyTorch gives, wrong for a file of unknown origin).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        ``path`` is refused (it holds Python objects other than tensors), is not a
+        PyTorch file (corrupt, truncated, another format) or cannot be read.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: refused: the {what} holds Python objects other than "
+                         "tensors, and loading it could run code; only plain weights are read"
+                         ) from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt file
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        detail = "" if not first or "weights_only" in first else f" ({first})"
+        raise ValueError(f"{path}: not a readable PyTorch {what}: corrupt, truncated or "
+                         f"another format{detail}") from None
+
+
 def write_json_atomic(obj: Any, path: str | Path) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

@@ -6,10 +6,13 @@ Prints a per-level validation table (NME %, failure rate, AUC) beside the
 mean-shape baseline (the training mean of relative points, placed in each
 box's frame) and saves it as JSON.
 
-    python bench/cascade_levels.py --data ../shared/data/mtfl-train \\
+    python bench/cascade_levels.py --data DATA/mtfl-train \\
         --out bench/results/cascade_levels.json \\
         --set level1.train.epochs=5 --set level1.crops.augment.copies=1 \\
-        --save-cascade /tmp/facecascade-mtfl-cascade
+        --save-cascade WORK/facecascade-mtfl-cascade
+
+``--data`` defaults to ``$FACECASCADE_DATA``; ``--work`` (crop tables) to a fresh
+temporary folder.
 
 Overrides (``--set dotted.key=value``, YAML values) apply on top of params.yaml.
 """
@@ -19,12 +22,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
+from benchdata import add_data_argument, dataset_name
 
 from facecascade.cascade import Cascade, save_cascade
 from facecascade.config import load_config
@@ -41,11 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/mtfl-train"))
+    add_data_argument(ap)
     ap.add_argument("--list", default="trainImageList.txt")
     ap.add_argument("--format", default="cuhk")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
-    ap.add_argument("--work", default="/tmp/facecascade-bench")
+    ap.add_argument("--work", help="folder for the crop tables (default: a new temp folder)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/cascade_levels.json"))
     ap.add_argument("--limit", type=int, default=0, help="use only the first N faces")
     ap.add_argument("--threads", type=int, default=2)
@@ -64,7 +69,7 @@ def main() -> int:
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     overrides.update({"data.root": str(data / "images")})
     cfg = load_config(args.params, overrides)
-    work = Path(args.work)
+    work = Path(args.work or tempfile.mkdtemp(prefix="facecascade-bench-"))
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -130,7 +135,7 @@ def main() -> int:
     print(f"level 1 is {100 * checks['level1_vs_baseline']:.1f}% below the baseline; "
           f"level 2 < level 1: {checks['level2_below_level1']}; "
           f"level 3 < level 2: {checks['level3_below_level2']}")
-    write_json_atomic({"data": str(data / args.list), "faces": int(len(faces)),
+    write_json_atomic({"data": dataset_name(data, args.list), "faces": int(len(faces)),
                        "train_faces": int(train.sum()), "val_faces": int(val.sum()),
                        "overrides": {k: v for k, v in overrides.items() if k != "data.root"},
                        "report": report, "checks": checks, "nets": per_net,

@@ -8,8 +8,10 @@ it also predicts the matched faces three ways (list boxes, raw Haar boxes, calib
 Haar boxes) and prints NME by inter-ocular distance and the failure rate at 10%.
 Put the printed ``detect`` numbers in params.yaml before training on that set.
 
-    python bench/detector_boxes.py --data ../shared/data/mtfl-train --folder net_7876 \\
-        --model /tmp/facecascade-mtfl-cascade --out bench/results/detector_boxes_mtfl.json
+    python bench/detector_boxes.py --data DATA/mtfl-train --folder net_7876 \\
+        --model WORK/facecascade-mtfl-cascade --out bench/results/detector_boxes_mtfl.json
+
+``--data`` defaults to ``$FACECASCADE_DATA``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from benchdata import add_data_argument, dataset_name, model_name
 
 from facecascade.config import load_config
 from facecascade.detect import calibrate_boxes, detect_faces, measure_calibration
@@ -36,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/mtfl-train"))
+    add_data_argument(ap)
     ap.add_argument("--list", default="trainImageList.txt")
     ap.add_argument("--format", default="cuhk")
     ap.add_argument("--folder", default="", help="only images under this folder of the root")
@@ -77,7 +80,7 @@ def main() -> int:
                                 face_frame(det_a, cfg.frame.scale))
     print("detect calibration for params.yaml: "
           + ", ".join(f"{k}: {v}" for k, v in calib.items()))
-    out: dict = {"data": str(data / args.list), "folder": args.folder,
+    out: dict = {"data": dataset_name(data, args.list), "folder": args.folder,
                  "val_faces": int(len(val)), "detected": int(len(keep)),
                  "detect_seconds": detect_s, "calibration": calib}
 
@@ -101,7 +104,7 @@ def main() -> int:
                           "failure_rate": float(failure_rate(e3, cfg.evaluate.failure_threshold))}
             print(f"{name:24s} {100 * e1.mean():8.2f} {100 * e3.mean():8.2f} "
                   f"{100 * rows[name]['failure_rate']:7.1f}")
-        out.update(model=str(args.model), nme_by_boxes=rows)
+        out.update(model=model_name(args.model), nme_by_boxes=rows)
     write_json_atomic(out, args.out)
     print(f"saved {args.out}")
     return 0

@@ -1,5 +1,6 @@
 """Config: params.yaml loads into the typed object; bad keys and values are named."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,45 @@ import yaml
 from facecascade.config import Config, ConfigError, config_from_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _leaves(obj, prefix=""):
+    """``{dotted key: value}`` of every field of a config dataclass, nested ones walked."""
+    if dataclasses.is_dataclass(obj):
+        out = {}
+        for f in dataclasses.fields(obj):
+            out.update(_leaves(getattr(obj, f.name), f"{prefix}{f.name}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def _yaml_leaves(node, prefix=""):
+    if isinstance(node, dict) and not prefix.endswith("fusion."):
+        out = {}
+        for k, v in node.items():
+            out.update(_yaml_leaves(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def test_dataclass_defaults_are_the_params_file_key_by_key():
+    # one set of defaults: Config() (the CLI outside a project) == params.yaml, every key
+    defaults = _leaves(Config())
+    project = _leaves(load_config(ROOT / "params.yaml"))
+    assert set(defaults) == set(project)
+    differ = {k: (defaults[k], project[k]) for k in defaults if defaults[k] != project[k]}
+    assert not differ, f"dataclass default != params.yaml: {differ}"
+    # and params.yaml spells out every one of them (nothing silently left to a default)
+    raw = _yaml_leaves(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    assert set(raw) == set(defaults), set(raw) ^ set(defaults)
+
+
+def test_the_cli_outside_a_project_uses_the_project_defaults(tmp_path, monkeypatch):
+    from facecascade import cli
+
+    monkeypatch.chdir(tmp_path)  # no params.yaml here
+    args = cli.build_parser().parse_args(["count-params"])
+    assert cli._cfg(args) == load_config(ROOT / "params.yaml")
 
 
 def test_project_params_load_and_round_trip():

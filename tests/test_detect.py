@@ -97,7 +97,8 @@ def test_calibration_measured_from_calibrated_boxes_is_recovered():
     got = measure_calibration(face_frame(calibrate_boxes(det, want)), face_frame(det))
     assert got == pytest.approx({"scale": 0.93, "shift_x": -0.013, "shift_y": 0.02}, abs=1e-4)
     # the identity calibration leaves boxes alone
-    np.testing.assert_allclose(calibrate_boxes(det, DetectConfig()), det)
+    identity = DetectConfig(scale=1.0, shift_x=0.0, shift_y=0.0)
+    np.testing.assert_allclose(calibrate_boxes(det, identity), det)
     with pytest.raises(ValueError, match="same faces"):
         measure_calibration(det[:3], det[:4])
 

@@ -148,7 +148,7 @@ def test_read_cuhk_tolerates_and_rejects(root, tmp_path):
         "   \t ",                                                     # 14 blank
     ]
     lst = _write(tmp_path / "list.txt", lines, crlf=True, bom=True)
-    faces, rejects = read_cuhk(lst, root)
+    faces, rejects = read_list("cuhk", list_path=lst, root=root)
     assert faces["path"].tolist() == ["a.jpg", "sub/c.jpg", "a.jpg"]
     assert faces["line"].tolist() == [1, 2, 12]
     assert faces["face_id"].tolist() == [0, 1, 2]
@@ -313,7 +313,7 @@ def test_read_pts_list(root):
     _image(root, "p/a.jpg")
     (root / "p" / "a.pts").write_bytes(_pts_text(_pts68()))
     lst = _write(root / "pts_list.txt", ["p/a.pts", "../x.pts", "p\\none.pts", "p/a.pts"])
-    faces, rejects = read_pts(lst, root)
+    faces, rejects = read_list("pts", list_path=lst, root=root)
     assert faces["list_file"].tolist() == ["pts_list.txt"]
     assert faces["line"].tolist() == [1]
     assert faces["source"].tolist() == ["p"]
@@ -518,6 +518,53 @@ def test_assign_split_by_content(tmp_path):
     unvalidated, _ = read_cuhk(tmp_path / "l.txt", root)
     with pytest.raises(ValueError, match="run validate_faces first"):
         assign_split(unvalidated, val_fraction=0.1, seed=0)
+
+
+def test_a_face_is_a_duplicate_only_of_a_kept_face(root, tmp_path):
+    # the first copy of a.jpg's face is rejected (inverted box, point outside): the later,
+    # valid copy is kept, and every line gets the reason that applies to it
+    lines = [
+        cuhk_line("a.jpg", box=(70, 15, 20, 72)),                     # 1 inverted box
+        cuhk_line("b.png", pts=np.where(FACE == 60, 120, FACE)),      # 2 point outside
+        cuhk_line("a.jpg"),                                           # 3 ok (same face as 1)
+        cuhk_line("b.png", pts=np.where(FACE == 60, 120, FACE)),      # 4 point outside again
+        cuhk_line("a.jpg", box=(21, 15, 70, 72)),                     # 5 duplicate of 3
+        cuhk_line("a.jpg", box=(70, 15, 20, 72)),                     # 6 inverted box again
+    ]
+    faces, rejects, summary = ingest("cuhk", root=root, list_path=_write(
+        tmp_path / "l.txt", lines), max_image_pixels=BIG)
+    assert faces["line"].tolist() == [3] and faces["face_id"].tolist() == [0]
+    got = [(line, reason_category(r), r) for _, line, r in _rejects(rejects)]
+    assert [(line, cat) for line, cat, _ in got] == [
+        (1, "box inverted"), (2, "point outside image"), (4, "point outside image"),
+        (5, "duplicate"), (6, "box inverted")]
+    assert got[3][2] == "duplicate: same image and points as line 3"
+    assert summary["accepted"] == 1 and summary["rejects_by_reason"]["duplicate"] == 1
+
+
+def test_split_and_content_hash_do_not_depend_on_line_order(root, tmp_path):
+    # the other cross-line rules: an image's hash and split are the same whichever of its
+    # faces comes first, and whether or not an earlier face of it was rejected
+    (root / "a_copy.jpg").write_bytes((root / "a.jpg").read_bytes())
+    lines = [
+        cuhk_line("a.jpg", pts=np.where(FACE == 60, 120, FACE)),      # rejected, first of a.jpg
+        cuhk_line("a_copy.jpg", FACE + 1),
+        cuhk_line("a.jpg"),
+        cuhk_line("b.png"),
+        cuhk_line("sub/c.jpg"),
+    ]
+    results = []
+    for order in (lines, lines[::-1], lines[1:]):
+        faces, _, _ = ingest("cuhk", root=root, list_path=_write(tmp_path / "l.txt", order),
+                             max_image_pixels=BIG)
+        faces = assign_split(faces, val_fraction=0.5, seed=1)
+        results.append(sorted(zip(faces["path"], faces["content_hash"], faces["split"],
+                                  strict=True)))
+    assert results[0] == results[1] == results[2]
+    by_path = {p: (h, s) for p, h, s in results[0]}
+    assert set(by_path) == {"a.jpg", "a_copy.jpg", "b.png", "sub/c.jpg"}
+    assert by_path["a.jpg"] == by_path["a_copy.jpg"]
+    assert by_path["a.jpg"][0] == hashlib.sha1((root / "a.jpg").read_bytes()).hexdigest()
 
 
 def test_dtypes_match_the_documented_schema(root, tmp_path):

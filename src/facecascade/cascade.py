@@ -22,10 +22,10 @@ import torch
 
 from . import geometry as geo
 from .checks import check_boxes
-from .config import Config, config_from_dict
+from .config import Config, ConfigError, config_from_dict
 from .crops import cut, net_windows, standardise
 from .frame import face_frame
-from .io import atomic_path
+from .io import atomic_path, load_tensors
 from .nets import create_net, get_spec, level_nets
 
 MANIFEST_FORMAT = "facecascade.cascade"
@@ -202,37 +202,95 @@ def save_cascade(cascade: Cascade, path: str | Path, *, extra: Mapping[str, Any]
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    """Read and check the manifest of a cascade artifact directory."""
+    """Read and check the manifest of a cascade artifact directory.
+
+    Every problem is a one-line error naming ``manifest.json`` (and the JSON line).
+    """
     path = Path(path)
     mf = path / "manifest.json"
     if not mf.is_file():
         raise FileNotFoundError(f"{path}: not a cascade artifact (no manifest.json)")
-    manifest = json.loads(mf.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{mf}:{exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})"
+                         ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{mf}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{mf}: must hold a JSON object, not {type(manifest).__name__}")
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{mf}: format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
     if manifest.get("version") != MANIFEST_VERSION:
         raise ValueError(f"{mf}: version {manifest.get('version')!r}, "
                          f"this facecascade reads {MANIFEST_VERSION}")
+    levels = manifest.get("levels")
+    if isinstance(levels, bool) or levels not in (1, 2, 3):
+        raise ValueError(f"{mf}: levels == {levels!r}, must be 1, 2 or 3")
+    if not isinstance(manifest.get("params"), dict):
+        raise ValueError(f"{mf}: params must be a JSON object (the params.yaml it was "
+                         "trained with)")
+    manifest_config(manifest, mf)
     return manifest
+
+
+def manifest_config(manifest: Mapping[str, Any], where: str | Path) -> Config:
+    """The :class:`Config` of a manifest's ``params``; a ValueError naming ``where``."""
+    try:
+        return config_from_dict(manifest["params"])
+    except ConfigError as exc:
+        raise ValueError(f"{where}: params: {exc}") from None
+
+
+def _fitted_weights(state: Any, name: str, cfg: Config, where: Path) -> dict[str, torch.Tensor]:
+    """``state`` checked to be a state dict that fits network ``name``: a one-line
+    ValueError naming ``where`` (the weights file) and the first key that does not fit."""
+    if not isinstance(state, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ValueError(f"{where}: the weights of {name} are not a state dict of tensors")
+    local_share = cfg.level1.model.local_share and get_spec(name).level == 1
+    want = create_net(name, dropout=0.0, local_share=local_share).state_dict()
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    if missing or extra:
+        raise ValueError(f"{where}: the weights of {name} do not fit the network: "
+                         + (f"missing {missing[:3]}" if missing else "")
+                         + ("; " if missing and extra else "")
+                         + (f"unexpected {extra[:3]}" if extra else ""))
+    for k, v in want.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ValueError(f"{where}: the weights of {name} do not fit the network: {k} has "
+                             f"shape {list(state[k].shape)}, {name} needs {list(v.shape)}")
+    return dict(state)
 
 
 def load_cascade(path: str | Path, *, device: str | torch.device | None = None,
                  fast: bool = True) -> Cascade:
     """Load a cascade artifact directory; weights only, never arbitrary pickles.
 
+    A broken or hostile artifact gets a one-line ValueError naming the file at fault.
     By default the cascade runs on the fast path (:class:`facecascade.fused.FastCascade`:
     fused level graphs on vectorised crops); ``fast=False`` gives the reference
     :class:`Cascade`.
     """
     path = Path(path)
     manifest = read_manifest(path)
-    weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
-    cfg = config_from_dict(manifest["params"])
+    cfg, levels = manifest_config(manifest, path / "manifest.json"), int(manifest["levels"])
+    wf = path / "weights.pt"
+    weights = load_tensors(wf, "cascade weights file")
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"{wf}: must map network names to state dicts, "
+                         f"not {type(weights).__name__}")
+    needed = [n for k in range(1, levels + 1) for n in level_nets(k)]
+    missing = [n for n in needed if n not in weights]
+    if missing:
+        raise ValueError(f"{wf}: no weights for {missing} (the manifest says {levels} level(s))")
+    fitted = {n: _fitted_weights(weights[n], n, cfg, wf) for n in needed}
     if fast:
         from .fused import FastCascade
 
-        return FastCascade(cfg, weights, levels=int(manifest["levels"]), device=device)
-    return Cascade(cfg, weights, levels=int(manifest["levels"]), device=device)
+        return FastCascade(cfg, fitted, levels=levels, device=device)
+    return Cascade(cfg, fitted, levels=levels, device=device)
 
 
 def cascade_from_weight_files(cfg: Config, weight_dirs: Sequence[str | Path], *,
@@ -244,5 +302,6 @@ def cascade_from_weight_files(cfg: Config, weight_dirs: Sequence[str | Path], *,
             f = Path(d) / f"{name}.pt"
             if not f.is_file():
                 raise FileNotFoundError(f"{f}: missing weights of {name} (level {k})")
-            weights[name] = torch.load(f, map_location="cpu", weights_only=True)
+            weights[name] = _fitted_weights(load_tensors(f, f"weights file of {name}"),
+                                            name, cfg, f)
     return Cascade(cfg, weights, levels=levels)

@@ -285,8 +285,29 @@ def samples_to_table(spec: NetSpec, parts: Sequence[Samples]) -> pa.Table:
 
 
 def read_crop_table(path: str | Path) -> dict[str, np.ndarray]:
-    """Load a whole crop table as numpy columns (``pixels`` (m, H*W), ``target`` (m, 2k), ...)."""
-    table = pq.read_table(path)
+    """Load a whole crop table as numpy columns (``pixels`` (m, H*W), ``target`` (m, 2k), ...).
+
+    A file that is not a crop table (not Parquet, truncated, other columns or types) gets
+    a one-line ValueError naming it; a missing one a FileNotFoundError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: crop table not found")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise ValueError(f"{path}: not a readable crop table (Parquet): {first}") from None
+    want = {"face_id": pa.types.is_integer, "aug_id": pa.types.is_integer,
+            "pixels": pa.types.is_fixed_size_list, "target": pa.types.is_fixed_size_list,
+            "win_wh": pa.types.is_fixed_size_list, "iod": pa.types.is_floating}
+    for name, is_type in want.items():
+        if name not in table.column_names:
+            raise ValueError(f"{path}: not a crop table: no column {name!r} "
+                             f"(has {table.column_names[:8]})")
+        if not is_type(table.schema.field(name).type):
+            raise ValueError(f"{path}: not a crop table: column {name!r} is "
+                             f"{table.schema.field(name).type}")
     return table_to_columns(table)
 
 

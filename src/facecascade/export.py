@@ -196,14 +196,19 @@ def read_onnx_manifest(model: Any, where: str = "model") -> tuple[dict[str, Any]
     if MANIFEST_KEY not in props:
         raise ValueError(f"{where}: not a facecascade ONNX cascade (no {MANIFEST_KEY!r} "
                          "metadata; write it with `facecascade export`)")
-    manifest = json.loads(props[MANIFEST_KEY])
+    try:
+        manifest = json.loads(props[MANIFEST_KEY])
+        record = json.loads(props.get(EXPORT_KEY, "{}"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: its facecascade metadata is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or not isinstance(record, dict):
+        raise ValueError(f"{where}: its facecascade metadata must be JSON objects")
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{where}: format {manifest.get('format')!r}, "
                          f"expected {MANIFEST_FORMAT!r}")
     if manifest.get("version") != MANIFEST_VERSION:
         raise ValueError(f"{where}: version {manifest.get('version')!r}, "
                          f"this facecascade reads {MANIFEST_VERSION}")
-    record = json.loads(props.get(EXPORT_KEY, "{}"))
     return manifest, record
 
 
@@ -244,7 +249,11 @@ class OnnxCascade(Cascade):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such ONNX file")
-        model = onnx.load_model(str(self.path))
+        try:
+            model = onnx.load_model(str(self.path))
+        except Exception as exc:  # noqa: BLE001 - protobuf/onnx raise several types
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise ValueError(f"{self.path}: not a readable ONNX model: {first}") from None
         manifest, record = read_onnx_manifest(model, str(self.path))
         levels = int(manifest["levels"])
         if levels not in (1, 2, 3):

@@ -6,6 +6,8 @@ a bad line; they raise :class:`FormatError` only for a whole-file problem (list
 file missing, MTFL box file not line-aligned). :func:`validate_faces` then opens
 every image once and checks the faces against it; :func:`ingest` does both and
 summarises; :func:`assign_split` carves a validation split by image content.
+Duplicates (same image and points) are checked last, among the faces kept
+(:func:`reject_duplicates`), so a line is never a "duplicate" of a rejected one.
 
 Faces table (``faces.parquet``), one row per face:
 
@@ -188,7 +190,6 @@ class _Reader:
     root: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[tuple[str, int, str]] = field(default_factory=list)
-    seen: dict[tuple[Any, ...], int] = field(default_factory=dict)
     exists: dict[str, bool] = field(default_factory=dict)
 
     def reject(self, file: str, line: int, error: _LineError | str) -> None:
@@ -205,13 +206,10 @@ class _Reader:
     def add(self, *, path: str, points: list[float], box: list[float] | None, list_file: str,
             line: int, attributes: dict[str, int] | None = None, source: str | None = None
             ) -> None:
-        """Check duplicates and the image's existence, then keep the face."""
-        key = (path, *points)
-        if key in self.seen:
-            raise _LineError("duplicate", f"same image and points as line {self.seen[key]}")
+        """Check the image's existence, then keep the face (duplicates are checked among the
+        faces finally kept: :func:`reject_duplicates`)."""
         if not self.image_exists(path):
             raise _LineError("image missing", path)
-        self.seen[key] = line
         box = box if box is not None else [math.nan] * 4
         row: dict[str, Any] = {
             "face_id": len(self.rows), "path": path, "width": 0, "height": 0,
@@ -583,7 +581,18 @@ def read_pts(path: str | Path, root: str | Path) -> tuple[pd.DataFrame, pd.DataF
 
 def read_list(fmt: str, *, root: str | Path, list_path: str | Path,
               boxes_path: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read annotations of format ``fmt`` (``cuhk``, ``mtfl`` or ``pts``); see the readers."""
+    """Read annotations of format ``fmt`` (``cuhk``, ``mtfl`` or ``pts``); see the readers.
+
+    Faces used as read (no image check) are de-duplicated here (:func:`reject_duplicates`);
+    :func:`ingest` de-duplicates after :func:`validate_faces` instead.
+    """
+    return reject_duplicates(*_read(fmt, root=root, list_path=list_path,
+                                    boxes_path=boxes_path))
+
+
+def _read(fmt: str, *, root: str | Path, list_path: str | Path,
+          boxes_path: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The reader of ``fmt``, without the duplicate check."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt == {fmt!r}, must be one of {FORMATS}")
     has_boxes = boxes_path is not None and str(boxes_path) != ""
@@ -594,6 +603,29 @@ def read_list(fmt: str, *, root: str | Path, list_path: str | Path,
     if fmt == "mtfl":
         return read_mtfl(list_path, root, boxes_path if has_boxes else None)
     return read_pts(list_path, root)
+
+
+def reject_duplicates(faces: pd.DataFrame, rejects: pd.DataFrame
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keep the first face of each image and points; reject the others as duplicates.
+
+    Run it on the faces that are *kept* (after every other check): a face is a duplicate
+    only of a face that was accepted, never of a line rejected for another reason.
+    ``face_id`` is renumbered 0..n-1; the rejects come back in (file, line) order.
+    """
+    faces = conform_faces(faces)
+    key = ["path", *POINT_COLUMNS]
+    first = faces.groupby(key, sort=False)["line"].transform("first")
+    dup = faces.duplicated(key, keep="first").to_numpy()
+    new = [(str(f), int(n), f"duplicate: same image and points as line {int(m)}")
+           for f, n, m in zip(faces["list_file"][dup], faces["line"][dup], first[dup],
+                              strict=True)]
+    out = faces.loc[~dup].copy()
+    out["face_id"] = np.arange(len(out), dtype=np.int64)
+    all_rejects = pd.concat([rejects.astype(REJECT_DTYPES), _conform_rejects(new)],
+                            ignore_index=True)
+    all_rejects = all_rejects.sort_values(["file", "line"], kind="stable")
+    return conform_faces(out), all_rejects.reset_index(drop=True).astype(REJECT_DTYPES)
 
 
 # ---------------------------------------------------------------------------- validation
@@ -687,7 +719,8 @@ def validate_faces(faces: pd.DataFrame, rejects: pd.DataFrame, root: str | Path,
       (the detected box with the most points inside wins, then the nearest centre);
     - its box is degenerate (width or height <= 1 px), lies entirely outside the
       image, or does not contain all five points once enlarged by 10% of its width
-      and height per side (a box that merely runs past the image edge is kept).
+      and height per side (a box that merely runs past the image edge is kept);
+    - it repeats the image and points of a face kept before it (:func:`reject_duplicates`).
 
     Parameters
     ----------
@@ -767,11 +800,12 @@ def validate_faces(faces: pd.DataFrame, rejects: pd.DataFrame, root: str | Path,
     out["width"], out["height"], out["content_hash"] = width, height, digest
     out["box_source"] = box_source
     out = out.loc[keep].copy()
-    out["face_id"] = np.arange(len(out), dtype=np.int64)
     all_rejects = pd.concat([rejects, _conform_rejects(new_rejects)], ignore_index=True) \
         if len(rejects) else _conform_rejects(new_rejects)
-    logger.info("validated %d faces: %d accepted, %d rejected", n, len(out), len(new_rejects))
-    return conform_faces(out), all_rejects.astype(REJECT_DTYPES)
+    out, all_rejects = reject_duplicates(out, all_rejects)
+    logger.info("validated %d faces: %d accepted, %d rejected", n, len(out),
+                len(all_rejects) - len(rejects))
+    return out, all_rejects
 
 
 # ---------------------------------------------------------------------------- ingest, split
@@ -806,7 +840,7 @@ def ingest(fmt: str, *, root: str | Path, list_path: str | Path,
     FormatError
         A whole file is unusable (see the readers).
     """
-    faces, rejects = read_list(fmt, root=root, list_path=list_path, boxes_path=boxes_path)
+    faces, rejects = _read(fmt, root=root, list_path=list_path, boxes_path=boxes_path)
     faces, rejects = validate_faces(faces, rejects, root, max_image_pixels=max_image_pixels,
                                     detect_missing_boxes=detect_missing_boxes)
     summary = summarise(fmt, faces, rejects)

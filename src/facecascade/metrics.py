@@ -7,7 +7,7 @@ Normalisers (``norm=``):
 
 ``"iod"``
     Inter-ocular distance: the distance between the *ground-truth* eye centres
-    (points 0 and 1), the measure of the CCNN paper and of METHOD.md.
+    (points 0 and 1), the measure of the CCNN paper and of docs/METHOD.md.
 ``"box"``
     Box size ``sqrt(w * h)`` of the face box ``(left, top, right, bottom)``,
     the "box size" normaliser common in the field (e.g. NME_box on

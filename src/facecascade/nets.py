@@ -1,7 +1,7 @@
 """The 23 named networks of the cascade: specs, registry and the network module.
 
 Every network is a :class:`NetSpec` (data, not a class) in :data:`SPECS`, generated
-from the layer tables of METHOD.md:
+from the layer tables of docs/METHOD.md:
 
 - level 1 (face box): ``F1`` (39x39, all 5 points), ``EN1`` (39 wide x 31 high,
   LE RE N) and ``NM1`` (39x31, N LM RM); conv 4x4x20, pool, conv 3x3x40, pool,
@@ -41,7 +41,7 @@ PAPER_TOTAL_PARAMETERS = 643_920
 
 REGIONS = ("full", "top", "bottom")
 
-# Layer plans of METHOD.md: (kernel, channels) per conv, pooling after each conv, hidden fcs.
+# Layer plans of docs/METHOD.md: (kernel, channels) per conv, pooling after each conv, hidden fcs.
 _LEVEL1_PLAN: dict[str, Any] = {
     "convs": ((4, 20), (3, 40), (3, 60), (2, 80)),
     "pool_after": (True, True, True, False),
@@ -188,7 +188,7 @@ def _conv_stages(
 
 
 def _build_specs() -> dict[str, NetSpec]:
-    """The 23 specs from METHOD.md's tables (level 1 rows, then level x point x pair)."""
+    """The 23 specs from docs/METHOD.md's tables (level 1 rows, then level x point x pair)."""
     specs = [NetSpec(name=name, level=1, points=points, input_size=size, region=region,
                      **_LEVEL1_PLAN)
              for name, size, points, region in _LEVEL1_TABLE]
@@ -410,7 +410,7 @@ def create_net(name: str, *, dropout: float = 0.25, local_share: bool = False,
     name : str
         Registry name, e.g. ``"F1"``, ``"EN1"``, ``"LE21"``.
     dropout : float
-        Dropout after the hidden fully connected layers (METHOD.md: 0.25).
+        Dropout after the hidden fully connected layers (docs/METHOD.md: 0.25).
     local_share : bool
         Level-1 nets only: locally shared weights in conv3 and conv4.
     input_size : int or (int, int), optional

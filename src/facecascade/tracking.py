@@ -1206,9 +1206,15 @@ def download_cascade(model_uri: str, *, dst: str | Path | None = None) -> Path:
     The tracking URI is MLflow's current one (``MLFLOW_TRACKING_URI`` or :func:`configure`).
     """
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    local = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=model_uri, dst_path=None if dst is None else str(dst)))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, dst_path=None if dst is None else str(dst)))
+    except MlflowException as exc:  # unknown model, alias or run; one line, no traceback
+        first = (str(exc.message).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{model_uri}: cannot load from {mlflow.get_tracking_uri()}: {first}"
+                         ) from None
     found = sorted(local.rglob("manifest.json"))
     if not found:
         raise FileNotFoundError(f"{model_uri}: no cascade artifact (manifest.json) in the model")

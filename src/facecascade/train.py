@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ import torch
 
 from facecascade.config import TrainConfig
 from facecascade.crops import standardise
-from facecascade.io import atomic_path
+from facecascade.io import atomic_path, load_tensors
 from facecascade.nets import LandmarkNet, create_net
 
 logger = logging.getLogger(__name__)
@@ -439,11 +438,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     ValueError
         If the file holds anything else than a facecascade checkpoint.
     """
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as exc:
-        raise ValueError(f"{path}: refused, not a plain-tensor checkpoint "
-                         f"(weights_only load failed): {exc}") from None
+    state = load_tensors(path, "checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a facecascade checkpoint (format "
                          f"{state.get('format') if isinstance(state, dict) else type(state)!r}, "

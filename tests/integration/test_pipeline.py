@@ -62,7 +62,13 @@ def set_params(path: Path, values: dict) -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A git + DVC copy of the project's tracked files, with tiny params, after `dvc repro`."""
-    proj = tmp_path_factory.mktemp("pipeline") / "proj"
+    return make_project(tmp_path_factory.mktemp("pipeline") / "proj")
+
+
+def make_project(proj: Path, extra_env: dict[str, str] | None = None
+                 ) -> tuple[Path, dict[str, str], str]:
+    """Copy the project to ``proj`` (git + DVC, tiny params) and run `dvc repro` there, with
+    ``extra_env`` (e.g. ``MLFLOW_TRACKING_URI``) on top of a clean environment."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     for f in files:
@@ -73,7 +79,8 @@ def project(tmp_path_factory):
     set_params(proj / "params.yaml", TINY)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
     env.update({**SECRETS, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"})
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+                **(extra_env or {})})
     bin_dir = Path(sys.executable).parent
     run(["git", "init", "-q"], proj, env)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], proj, env)

@@ -317,10 +317,10 @@ def fit_one(
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = _batches_per_epoch(train_source)
 
+    per_epoch = steps_per_epoch is None and cfg.lr_schedule != "step"  # length unknown
+
     def current_lr() -> float:
-        if steps_per_epoch is None and cfg.lr_schedule != "step":
-            return lr_at(epoch, cfg, 1)  # length unknown: one rate per epoch
-        return lr_at(step, cfg, steps_per_epoch)
+        return lr_at(epoch, cfg, 1) if per_epoch else lr_at(step, cfg, steps_per_epoch)
 
     epoch, step, bad_epochs, best_epoch = 0, 0, 0, 0
     best_val_nme = math.inf

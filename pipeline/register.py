@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from facecascade import tracking
+from facecascade import lineage, registry, tracking
 from facecascade.cascade import cascade_from_weight_files, save_cascade
 from facecascade.stage import parse_argv, run
 
@@ -24,21 +24,20 @@ def main() -> None:
     report = json.loads(Path(paths["metrics"]).read_text(encoding="utf-8"))["levels"]
     val_nme = float(report["level3"]["nme_iod"])
     client = tracking.configure(cfg, project_dir=project)
-    lineage = tracking.lineage(cfg, project_dir=project)
+    tags = lineage.lineage(cfg, project_dir=project)
     cascade = cascade_from_weight_files(cfg, [models / f"level{k}" for k in (1, 2, 3)], levels=3)
-    save_cascade(cascade, paths["out_dir"], extra={"lineage": lineage, "validation": report})
+    save_cascade(cascade, paths["out_dir"], extra={"lineage": tags, "validation": report})
     parent = tracking.parent_run(client, tracking.experiment_id(client, cfg.mlflow.experiment),
-                                 lineage["pipeline_key"], tags=lineage)
+                                 tags["pipeline_key"], tags=tags)
     with tracking.fail_on_error(client, parent):
         for level, values in report.items():
             for metric in ("nme_iod", "nme_box", "failure_rate", "auc"):
                 client.log_metric(parent, f"val_{level}_{metric}", float(values[metric]))
-        model_uri = tracking.log_cascade_model(client, parent, paths["out_dir"], cfg,
-                                               tags=lineage)
+        model_uri = registry.log_cascade_model(client, parent, paths["out_dir"], cfg, tags=tags)
     tracking.finish_run(client, parent, "FINISHED")
-    version = tracking.register_cascade(model_uri, name=cfg.mlflow.model_name, val_nme=val_nme,
-                                        lineage=lineage, client=client)
-    promoted = tracking.promote_if_better(client, cfg.mlflow.model_name, version, val_nme)
+    version = registry.register_cascade(model_uri, name=cfg.mlflow.model_name, val_nme=val_nme,
+                                        lineage=tags, client=client)
+    promoted = registry.promote_if_better(client, cfg.mlflow.model_name, version, val_nme)
     print(f"registered {cfg.mlflow.model_name} version {version} (val NME "
           f"{100 * val_nme:.2f}%); champion {'moved to it' if promoted else 'unchanged'}")
 

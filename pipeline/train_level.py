@@ -14,7 +14,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from facecascade import orchestration, tracking
+from facecascade import lineage, orchestration, tracking
 from facecascade.io import atomic_path, write_json_atomic
 from facecascade.stage import parse_argv, run
 
@@ -24,9 +24,9 @@ def main() -> None:
     level = int(paths["level"])
     project = Path.cwd()
     client = tracking.configure(cfg, project_dir=project)
-    lineage = tracking.lineage(cfg, project_dir=project)
+    tags = lineage.lineage(cfg, project_dir=project)
     parent = tracking.parent_run(client, tracking.experiment_id(client, cfg.mlflow.experiment),
-                                 lineage["pipeline_key"], tags=lineage)
+                                 tags["pipeline_key"], tags=tags)
     storage = (project / cfg.resources.storage_path).resolve()
     params = dataclasses.asdict(cfg.level(level))
     with tracking.level_run(client, parent, level, params) as run_id:
@@ -36,7 +36,7 @@ def main() -> None:
                 try:
                     result = orchestration.train_level(
                         level, crop_dir=paths["crop_dir"], out_dir=tmp, cfg=cfg,
-                        run_name=f"{lineage['pipeline_key']}-level{level}", storage_path=storage)
+                        run_name=f"{tags['pipeline_key']}-level{level}", storage_path=storage)
                 except orchestration.LevelTrainingError as exc:
                     for job in exc.result.jobs.values():
                         tracking.log_network_run(client, run_id, job)

@@ -3,7 +3,9 @@
 Attaches to the Ray cluster in RAY_ADDRESS or starts a local one; logs the level as a
 child run of the pipeline's MLflow run and each network as a grandchild run (params,
 per-epoch curves, weights, start/end times, FINISHED or FAILED). Writes
-OUT_DIR/{net}.pt (state dicts) and OUT_DIR/{net}.history.json atomically.
+OUT_DIR/{net}.pt (state dicts), OUT_DIR/{net}.history.json and OUT_DIR/level.json (the
+level's and each network's MLflow run, the lineage of a level reused from DVC's cache)
+atomically, and ends the pipeline run FINISHED with train@L among its stages.
 
 Also runs as a Ray job: ray job submit --working-dir . -- python -m pipeline.train_level ...
 """
@@ -41,16 +43,18 @@ def main() -> None:
                     for job in exc.result.jobs.values():
                         tracking.log_network_run(client, run_id, job)
                     raise
-                for job in result.jobs.values():
-                    tracking.log_network_run(client, run_id, job)
-                write_json_atomic({"level_run_id": run_id, "parent_run_id": parent,
+                runs = {net: tracking.log_network_run(client, run_id, job)
+                        for net, job in result.jobs.items()}
+                write_json_atomic({"level": level, "level_run_id": run_id,
+                                   "parent_run_id": parent, "network_runs": runs,
                                    "seconds": result.seconds, "concurrency": result.concurrency,
                                    "jobs": {n: {"best_val_nme": j.best_val_nme,
                                                 "seconds": j.seconds, "restarts": j.restarts}
                                             for n, j in result.jobs.items()}},
-                                  Path(tmp) / "level.json")
+                                  Path(tmp) / lineage.LEVEL_FILE)
         finally:
             orchestration.shutdown()
+    tracking.end_stage(client, parent, f"train@{level}")
     for net, job in result.jobs.items():
         print(f"{net:5s} val NME {100 * job.best_val_nme:6.2f}%  epochs {job.epochs_run:3d}  "
               f"{job.seconds:6.1f} s  restarts {job.restarts}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 
@@ -52,3 +53,22 @@ def test_git_commit_dirty_ignores_dvc_lock(tmp_path):
     assert ln.git_commit(tmp_path) == f"{clean}-dirty"
 
 
+
+
+def test_training_runs_name_every_level_and_network(tmp_path):
+    dirs = []
+    for level, nets in ((1, ["F1", "EN1", "NM1"]), (2, ["LE21", "LE22"])):
+        d = tmp_path / f"level{level}"
+        d.mkdir()
+        (d / ln.LEVEL_FILE).write_text(json.dumps({
+            "level": level, "level_run_id": f"L{level}", "parent_run_id": "P",
+            "network_runs": {n: f"run-{n}" for n in nets}}))
+        dirs.append(d)
+    assert ln.training_runs(dirs) == {
+        "facecascade.level_run.1": "L1", "facecascade.level_run.2": "L2",
+        **{f"facecascade.network_run.{n}": f"run-{n}"
+           for n in ("F1", "EN1", "NM1", "LE21", "LE22")}}
+    # a level trained by an older version records no network runs: named, with the fix
+    (dirs[1] / ln.LEVEL_FILE).write_text(json.dumps({"level_run_id": "L2"}))
+    with pytest.raises(ValueError, match=r"level2/level.json: no record .*\(dvc repro -f"):
+        ln.training_runs(dirs)

@@ -145,9 +145,33 @@ def test_failing_level_block_marks_runs_failed_and_key_reopens(store):
     # the next attempt of the stage reopens the same pipeline run
     assert tr.parent_run(client, exp, "key2") == parent
     assert client.get_run(parent).info.status == "RUNNING"
-    # a finished pipeline is never reopened
-    tr.finish_run(client, parent)
+    # a complete pipeline is never reopened
+    tr.end_stage(client, parent, "register", complete=True)
     assert tr.parent_run(client, exp, "key2") != parent
+
+
+def test_each_stage_ends_the_pipeline_run_and_the_next_stage_reopens_it(store):
+    _, client, exp = store
+    parent = tr.parent_run(client, exp, "key5")
+    with tr.level_run(client, parent, 1, {}):
+        pass
+    tr.end_stage(client, parent, "train@1")  # `dvc exp run train@1` stops here
+    run = client.get_run(parent)
+    assert run.info.status == "FINISHED" and run.info.end_time is not None
+    assert run.data.tags[tr.STAGES_TAG] == "train@1"
+    assert run.data.tags[tr.COMPLETE_TAG] == "false"
+    for stage in ("train@2", "train@2", "register"):  # train@2 run twice is listed once
+        assert tr.parent_run(client, exp, "key5") == parent
+        assert client.get_run(parent).info.status == "RUNNING"
+        tr.end_stage(client, parent, stage, complete=stage == "register")
+    run = client.get_run(parent)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[tr.STAGES_TAG] == "train@1,train@2,register"
+    assert run.data.tags[tr.COMPLETE_TAG] == "true"
+    assert tr.parent_run(client, exp, "key5") != parent  # complete: a rerun gets its own
+    tr.tag_run(client, parent, {"facecascade.network_run.F1": "abc", "an_api_token": "x"})
+    tags = client.get_run(parent).data.tags
+    assert tags["facecascade.network_run.F1"] == "abc" and "an_api_token" not in tags
 
 
 def test_failed_stage_ends_its_open_pipeline_run(store, tmp_path):
@@ -155,6 +179,7 @@ def test_failed_stage_ends_its_open_pipeline_run(store, tmp_path):
     project = Path(client.tracking_uri[len("sqlite:///"):]).parent
     key = lineage.lineage(cfg, project_dir=project)["pipeline_key"]
     parent = tr.parent_run(client, exp, key)
+    tr.end_stage(client, parent, "train@1")  # as the train@1 stage leaves it: FINISHED
     assert tr.fail_pipeline_run(cfg, project_dir=project,
                                 error=FileNotFoundError("faces.parquet")) == parent
     run = client.get_run(parent)

@@ -4,7 +4,9 @@ These three name what a model was made from. They are tagged on the pipeline's
 MLflow run and on every registered model version (:mod:`facecascade.registry`),
 and together they give the *pipeline key* that lets the stages of one ``dvc repro``,
 each a separate process, find their common MLflow run again
-(:func:`facecascade.tracking.parent_run`). Nothing here imports MLflow.
+(:func:`facecascade.tracking.parent_run`). :func:`training_runs` adds the MLflow runs
+that trained each level and network of a model, read from the level directories.
+Nothing here imports MLflow.
 
 Typical use (``root`` is the project directory)::
 
@@ -28,6 +30,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: lineage tags every registered version carries (besides ``val_nme`` and ``pipeline_run_id``)
 LINEAGE_KEYS = ("git_commit", "data_dvc_md5", "params_hash", "pipeline_key")
+#: the file a train stage writes beside a level's weights: its MLflow level and network runs
+LEVEL_FILE = "level.json"
+#: tag prefixes naming the runs that trained a model: ``+ "1"`` (level), ``+ "F1"`` (network)
+LEVEL_RUN_TAG = "facecascade.level_run."
+NETWORK_RUN_TAG = "facecascade.network_run."
 
 
 def git_commit(project_dir: str | Path, *, ignore: Sequence[str] = ("dvc.lock",)) -> str:
@@ -123,3 +130,38 @@ def lineage(cfg: Config, *, project_dir: str | Path) -> dict[str, str]:
     return {"git_commit": commit, "data_dvc_md5": data_md5, "params_hash": phash,
             "pipeline_key": pipeline_key(git_commit=commit, params_hash=phash,
                                          data_md5=data_md5)}
+
+
+def training_runs(level_dirs: Sequence[str | Path]) -> dict[str, str]:
+    """Tags naming the MLflow runs that trained the weights in ``level_dirs``.
+
+    The train stage writes :data:`LEVEL_FILE` beside each level's weights, with its
+    level run and one run per network. DVC caches the directory with the weights,
+    so a level reused from the cache (after an edit that retrains only level 3)
+    still names the runs that trained it, under an earlier pipeline run.
+
+    Returns
+    -------
+    dict
+        ``{"facecascade.level_run.1": <run id>, ..., "facecascade.network_run.F1":
+        <run id>, ...}``: one tag per level and per network.
+
+    Raises
+    ------
+    ValueError
+        A level directory without the file, or a file without its runs (written by
+        an older version: retrain that level, ``dvc repro -f train@L``).
+    """
+    tags: dict[str, str] = {}
+    for level_dir in level_dirs:
+        path = Path(level_dir) / LEVEL_FILE
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            level, level_run, runs = int(doc["level"]), str(doc["level_run_id"]), \
+                dict(doc["network_runs"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: no record of the runs that trained this level ({exc}); "
+                             "retrain it (dvc repro -f train@L)") from None
+        tags[f"{LEVEL_RUN_TAG}{level}"] = level_run
+        tags.update({f"{NETWORK_RUN_TAG}{net}": str(run) for net, run in runs.items()})
+    return tags

@@ -18,7 +18,10 @@ hash). Network runs are written by the driver once its jobs are over
 (:func:`log_network_run`), with the jobs' own start and end times and per-epoch
 timestamps, so that a SQLite store sees a single writer. No run is left
 ``RUNNING`` when an exception escapes (:func:`level_run`, :func:`fail_on_error`,
-:func:`fail_pipeline_run`). The model logged by the register stage, and the
+:func:`fail_pipeline_run`), nor when only part of the pipeline runs: every stage
+that opens the pipeline run ends it (:func:`end_stage`), FINISHED with the list of
+the stages that ran; the next stage with the same key reopens it, until the
+register stage marks it complete. The model logged by the register stage, and the
 registry, are in :mod:`facecascade.registry`.
 
 Nothing secret is logged: parameters and tags pass through :func:`redact`, and
@@ -33,7 +36,8 @@ Typical use (``root`` is the project directory)::
     with level_run(client, parent, k, dataclasses.asdict(cfg.level(k))) as level_id:
         for job in result.jobs.values():                               # train stage k
             log_network_run(client, level_id, job)
-    finish_run(client, parent)                                          # register stage
+    end_stage(client, parent, f"train@{k}")
+    end_stage(client, parent, "register", complete=True)               # register stage
 
 This module and :mod:`facecascade.registry` are the only ones that import ``mlflow``;
 library modules import them inside the functions that need them.
@@ -54,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from .lineage import lineage
@@ -70,6 +74,10 @@ LEVEL_TAG = "facecascade.level"
 NET_TAG = "facecascade.net"
 ERROR_TAG = "facecascade.error"
 STOPPED_EARLY_TAG = "facecascade.stopped_early"
+#: the pipeline stages that ended well under a pipeline run, in order (``train@1,train@2``)
+STAGES_TAG = "facecascade.stages"
+#: ``true`` once the register stage ended the pipeline run; ``false`` until then
+COMPLETE_TAG = "facecascade.complete"
 PARENT_TAG = "mlflow.parentRunId"
 
 _RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -284,21 +292,31 @@ def _ms(seconds: float) -> int:
 
 
 # --------------------------------------------------------------------------- runs
+def _complete(run: Any) -> bool:
+    """Whether a pipeline run is over for good (its register stage ended it).
+
+    Runs made before :data:`COMPLETE_TAG` existed count as complete when FINISHED.
+    """
+    tag = run.data.tags.get(COMPLETE_TAG)
+    return tag == "true" if tag is not None else run.info.status == "FINISHED"
+
+
 def parent_run(client: MlflowClient, experiment_id: str, key: str, *,
                tags: Mapping[str, Any] | None = None) -> str:
     """Find or create the pipeline run tagged ``facecascade.pipeline_key = key``.
 
-    The newest run with that tag that is not ``FINISHED`` is reused (and set back
-    to ``RUNNING`` if an earlier stage failed); otherwise a new run named
-    ``pipeline-<key>`` is created. A finished pipeline is never reopened, so a
-    forced re-run with the same key gets its own run.
+    The newest run with that tag that is not complete (:func:`end_stage` with
+    ``complete``) is reused, and set back to ``RUNNING`` if an earlier stage ended
+    it or failed; otherwise a new run named ``pipeline-<key>`` is created. A
+    complete pipeline is never reopened, so a forced re-run with the same key gets
+    its own run.
 
     Parameters
     ----------
     client : MlflowClient
     experiment_id : str
     key : str
-        From :func:`pipeline_key`; letters, digits and ``._:-`` only.
+        From :func:`facecascade.lineage.pipeline_key`; letters, digits and ``._:-`` only.
     tags : mapping, optional
         Extra tags of a new run (redacted), e.g. the lineage.
 
@@ -309,29 +327,59 @@ def parent_run(client: MlflowClient, experiment_id: str, key: str, *,
     """
     if not SAFE_KEY.match(key):
         raise ValueError(f"pipeline key {key!r} must match {SAFE_KEY.pattern}")
-    runs = client.search_runs([experiment_id],
-                              filter_string=f"tags.`{PIPELINE_KEY_TAG}` = '{key}'",
-                              order_by=["attributes.start_time DESC"], max_results=50)
-    for run in runs:
-        if run.info.status != "FINISHED":
+    for run in _key_runs(client, experiment_id, key):
+        if not _complete(run):
             if run.info.status != "RUNNING":
                 logger.info("reopening pipeline run %s (was %s)", run.info.run_id,
                             run.info.status)
                 client.update_run(run.info.run_id, status="RUNNING")
             return run.info.run_id
-    all_tags = {**redacted_tags(tags or {}), PIPELINE_KEY_TAG: key, KIND_TAG: "pipeline"}
+    all_tags = {**redacted_tags(tags or {}), PIPELINE_KEY_TAG: key, KIND_TAG: "pipeline",
+                COMPLETE_TAG: "false"}
     run = client.create_run(experiment_id, tags=all_tags, run_name=f"pipeline-{key}")
     return run.info.run_id
+
+
+def _key_runs(client: MlflowClient, experiment_id: str, key: str) -> list[Any]:
+    """The pipeline runs tagged with ``key``, newest first."""
+    return client.search_runs([experiment_id],
+                              filter_string=f"tags.`{PIPELINE_KEY_TAG}` = '{key}'",
+                              order_by=["attributes.start_time DESC"], max_results=50)
+
+
+def end_stage(client: MlflowClient, parent_id: str, stage: str, *,
+              complete: bool = False) -> None:
+    """Record that pipeline stage ``stage`` ended well, and end the pipeline run FINISHED.
+
+    Every stage that opens the pipeline run ends it this way, so a run of part of
+    the pipeline (``dvc exp run train@1``) leaves no run ``RUNNING``: the run is
+    FINISHED, tag :data:`STAGES_TAG` lists the stages that ran, in order, and
+    :data:`COMPLETE_TAG` says whether the whole pipeline did (``complete``, given by
+    the register stage). The next stage with the same key reopens the run
+    (:func:`parent_run`); a stage that fails marks it FAILED instead
+    (:func:`fail_on_error`, :func:`fail_pipeline_run`).
+    """
+    done = [s for s in client.get_run(parent_id).data.tags.get(STAGES_TAG, "").split(",") if s]
+    client.log_batch(parent_id, tags=[
+        RunTag(STAGES_TAG, ",".join([*(s for s in done if s != stage), stage])),
+        RunTag(COMPLETE_TAG, "true" if complete else "false")])
+    client.set_terminated(parent_id, status="FINISHED")
+
+
+def tag_run(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set ``tags`` (redacted, flattened, cut to MLflow's length) on run ``run_id``."""
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in redacted_tags(tags).items()])
 
 
 def fail_pipeline_run(cfg: Config, *, project_dir: str | Path, error: BaseException,
                       status: str = "FAILED") -> str | None:
     """Mark this pipeline's open run FAILED after a stage that does not log to MLflow failed.
 
-    Finds the RUNNING run tagged with this checkout's pipeline key
-    (:func:`facecascade.lineage.lineage`) and ends it FAILED with the error as tag
-    ``facecascade.error``, so no pipeline is left RUNNING by a failed
-    ``crops``/``predict``/``evaluate`` stage. Creates nothing: without a store or
+    Finds the run tagged with this checkout's pipeline key
+    (:func:`facecascade.lineage.lineage`) that is RUNNING, or FINISHED by an earlier
+    stage but not complete (:func:`end_stage`), and ends it FAILED with the error as
+    tag ``facecascade.error``: a failed ``crops``/``predict``/``evaluate`` stage shows
+    on the pipeline run, which is never left RUNNING. Creates nothing: without a store or
     such a run it does nothing. Never raises (the stage's own error is what the
     user must see).
 
@@ -350,13 +398,11 @@ def fail_pipeline_run(cfg: Config, *, project_dir: str | Path, error: BaseExcept
         if exp is None:
             return None
         key = lineage(cfg, project_dir=project_dir)["pipeline_key"]
-        runs = client.search_runs(
-            [exp.experiment_id],
-            filter_string=f"tags.`{PIPELINE_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
-            max_results=1)
-        if not runs:
+        run = next((r for r in _key_runs(client, exp.experiment_id, key) if not _complete(r)),
+                   None)
+        if run is None or run.info.status not in ("RUNNING", "FINISHED"):
             return None
-        run_id = runs[0].info.run_id
+        run_id = run.info.run_id
         client.set_tag(run_id, ERROR_TAG, _error_text(error))
         client.set_terminated(run_id, status=_check_status(status))
         return run_id

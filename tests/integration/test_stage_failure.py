@@ -67,7 +67,7 @@ def test_failing_network_fails_the_stage_and_its_mlflow_runs(tmp_path: Path) -> 
 
 
 def test_failed_stage_without_mlflow_ends_the_pipeline_run_failed(tmp_path: Path) -> None:
-    """crops@2 fails (its faces table is missing) after train@1 opened the pipeline run."""
+    """crops@2 fails (its faces table is missing) after train@1 opened and ended its run."""
     from mlflow import MlflowClient
 
     from facecascade import lineage, tracking
@@ -79,7 +79,8 @@ def test_failed_stage_without_mlflow_ends_the_pipeline_run_failed(tmp_path: Path
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     exp = tracking.experiment_id(client, cfg.mlflow.experiment)
     key = lineage.lineage(cfg, project_dir=tmp_path)["pipeline_key"]
-    parent = tracking.parent_run(client, exp, key)  # as the train@1 stage leaves it
+    parent = tracking.parent_run(client, exp, key)
+    tracking.end_stage(client, parent, "train@1")  # as the train@1 stage leaves it: FINISHED
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
     env.update({"MLFLOW_DISABLE_TELEMETRY": "true",
                 "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,9 +47,16 @@ SECRETS = {
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    out = proc.stdout + proc.stderr
+    """Run ``cmd``; on a timeout, end its whole process group (DVC's stages, their Ray)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+        raise
+    out = stdout + stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
     return out
 
@@ -86,7 +94,7 @@ def project(tmp_path_factory):
     run([str(bin_dir / "dvc"), "commit", "-q", "-f", "data.dvc"], proj, env)
     run(["git", "add", "-A"], proj, env)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny"], proj, env)
-    log = run([str(bin_dir / "dvc"), "repro"], proj, env, timeout=1500)
+    log = run([str(bin_dir / "dvc"), "repro"], proj, env, timeout=3600)  # a safety net only
     return proj, env, log
 
 

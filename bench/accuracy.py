@@ -116,7 +116,7 @@ def main() -> int:
     if not (data / args.list).is_file():
         print(f"{data / args.list}: data set not found", file=sys.stderr)
         return 2
-    from facecascade.inference import load_model
+    from facecascade.models import load_model
 
     cascade = load_model(args.model)
     cfg = cascade.cfg

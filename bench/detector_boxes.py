@@ -85,7 +85,7 @@ def main() -> int:
                  "detect_seconds": detect_s, "calibration": calib}
 
     if args.model:
-        from facecascade.inference import load_model
+        from facecascade.models import load_model
 
         cascade = load_model(args.model, cfg=cfg)
         index = np.arange(len(images))

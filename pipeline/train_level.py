@@ -3,7 +3,9 @@
 Attaches to the Ray cluster in RAY_ADDRESS or starts a local one; logs the level as a
 child run of the pipeline's MLflow run and each network as a grandchild run (params,
 per-epoch curves, weights, start/end times, FINISHED or FAILED). Writes
-OUT_DIR/{net}.pt (state dicts) and OUT_DIR/{net}.history.json atomically.
+OUT_DIR/{net}.pt (state dicts), OUT_DIR/{net}.history.json and OUT_DIR/level.json (the
+level's and each network's MLflow run, the lineage of a level reused from DVC's cache)
+atomically, and ends the pipeline run FINISHED with train@L among its stages.
 
 Also runs as a Ray job: ray job submit --working-dir . -- python -m pipeline.train_level ...
 """
@@ -14,7 +16,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from facecascade import orchestration, tracking
+from facecascade import lineage, orchestration, tracking
 from facecascade.io import atomic_path, write_json_atomic
 from facecascade.stage import parse_argv, run
 
@@ -24,9 +26,9 @@ def main() -> None:
     level = int(paths["level"])
     project = Path.cwd()
     client = tracking.configure(cfg, project_dir=project)
-    lineage = tracking.lineage(cfg, project_dir=project)
+    tags = lineage.lineage(cfg, project_dir=project)
     parent = tracking.parent_run(client, tracking.experiment_id(client, cfg.mlflow.experiment),
-                                 lineage["pipeline_key"], tags=lineage)
+                                 tags["pipeline_key"], tags=tags)
     storage = (project / cfg.resources.storage_path).resolve()
     params = dataclasses.asdict(cfg.level(level))
     with tracking.level_run(client, parent, level, params) as run_id:
@@ -36,21 +38,23 @@ def main() -> None:
                 try:
                     result = orchestration.train_level(
                         level, crop_dir=paths["crop_dir"], out_dir=tmp, cfg=cfg,
-                        run_name=f"{lineage['pipeline_key']}-level{level}", storage_path=storage)
+                        run_name=f"{tags['pipeline_key']}-level{level}", storage_path=storage)
                 except orchestration.LevelTrainingError as exc:
                     for job in exc.result.jobs.values():
                         tracking.log_network_run(client, run_id, job)
                     raise
-                for job in result.jobs.values():
-                    tracking.log_network_run(client, run_id, job)
-                write_json_atomic({"level_run_id": run_id, "parent_run_id": parent,
+                runs = {net: tracking.log_network_run(client, run_id, job)
+                        for net, job in result.jobs.items()}
+                write_json_atomic({"level": level, "level_run_id": run_id,
+                                   "parent_run_id": parent, "network_runs": runs,
                                    "seconds": result.seconds, "concurrency": result.concurrency,
                                    "jobs": {n: {"best_val_nme": j.best_val_nme,
                                                 "seconds": j.seconds, "restarts": j.restarts}
                                             for n, j in result.jobs.items()}},
-                                  Path(tmp) / "level.json")
+                                  Path(tmp) / lineage.LEVEL_FILE)
         finally:
             orchestration.shutdown()
+    tracking.end_stage(client, parent, f"train@{level}")
     for net, job in result.jobs.items():
         print(f"{net:5s} val NME {100 * job.best_val_nme:6.2f}%  epochs {job.epochs_run:3d}  "
               f"{job.seconds:6.1f} s  restarts {job.restarts}")

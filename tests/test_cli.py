@@ -13,6 +13,8 @@ from facecascade.cli import main
 from facecascade.config import Config
 from facecascade.inference import XY_COLUMNS
 
+XY = list(XY_COLUMNS)
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
@@ -50,7 +52,7 @@ def test_predict_list_contract(model_dir, cuhk_list, tmp_path):
     imgs = [cv2.imread(str(cuhk_list / "imgs" / n)) for n in ("b.png", "a.png")]
     boxes = np.array([[10, 10, 60, 70], [30, 20, 90, 80], [40, 15, 95, 75]], float)
     want = cascade.predict(imgs, boxes, np.array([0, 1, 0]))[3].reshape(3, 10)
-    np.testing.assert_allclose(df[XY_COLUMNS].to_numpy(), want, atol=2e-3)
+    np.testing.assert_allclose(df[XY].to_numpy(), want, atol=2e-3)
 
     all_out = tmp_path / "all.csv"
     assert main(["predict", "--list", str(cuhk_list / "list.txt"), "--format", "cuhk",
@@ -59,8 +61,8 @@ def test_predict_list_contract(model_dir, cuhk_list, tmp_path):
     df_all = pd.read_csv(all_out)
     assert list(df_all.columns) == ["path", "level", *XY_COLUMNS]
     assert list(df_all["level"]) == [1, 2, 3] * 3
-    np.testing.assert_allclose(df_all[df_all["level"] == 3][XY_COLUMNS].to_numpy(),
-                               df[XY_COLUMNS].to_numpy())
+    np.testing.assert_allclose(df_all[df_all["level"] == 3][XY].to_numpy(),
+                               df[XY].to_numpy())
 
 
 def test_predict_writes_json_and_parquet(model_dir, cuhk_list, tmp_path):
@@ -133,7 +135,7 @@ def test_predict_reports_every_bad_image_and_keeps_the_good(model_dir, cuhk_list
     assert "skipped bad.txt:6: image missing: imgs/gone.jpg" in err
     df = pd.read_csv(out)
     assert list(df["path"]) == ["imgs/a.png", "imgs/deep.png"]
-    assert np.isfinite(df[XY_COLUMNS].to_numpy()).all()
+    assert np.isfinite(df[XY].to_numpy()).all()
     assert main([*args, "--strict"]) == 1
 
 
@@ -154,13 +156,9 @@ def test_drawing_path_stays_in_out_dir_and_never_overwrites_the_source(tmp_path)
 
 
 @pytest.mark.realdata
-def test_predict_real_photo_without_box_draws_into_out_dir_only(model_dir, tmp_path):
-    from pathlib import Path
-
-    folder = Path(__file__).resolve().parents[1].parent / "shared/data/mtfl-train/images/net_7876"
+def test_predict_real_photo_without_box_draws_into_out_dir_only(model_dir, tmp_path, mtfl):
+    folder = mtfl / "images/net_7876"
     photo = folder / "1006_0_0.jpg"
-    if not photo.is_file():
-        pytest.skip(f"MTFL data not found at {folder}")
     before = sorted(p.name for p in folder.iterdir())
     out = tmp_path / "pts.csv"
     assert main(["predict", str(photo), "--model", str(model_dir), "--out", str(out),

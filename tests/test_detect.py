@@ -8,17 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
-from facecascade.detect import detect_faces, load_cascade
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared/data/mtfl-train"
+from facecascade.detect import detect_faces, haar_classifier
 
 
 def test_bundled_cascade_loads_once():
-    cascade = load_cascade()
+    cascade = haar_classifier()
     assert not cascade.empty()
-    assert load_cascade() is cascade  # created once per process
+    assert haar_classifier() is cascade  # created once per process
     with pytest.raises(FileNotFoundError):
-        load_cascade("/nonexistent/cascade.xml")
+        haar_classifier("/nonexistent/cascade.xml")
 
 
 def test_no_face_in_flat_or_noise_images():
@@ -38,19 +36,19 @@ def test_arguments_are_checked():
         detect_faces(img.astype(np.float32))
 
 
-def _net_faces(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _net_faces(data: Path, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The first ``n`` 400x400 web images of the MTFL set with upright faces, and their 5 points.
 
     A frontal Haar cascade misses strongly rolled faces, so faces whose eye line
     is tilted by more than 10 degrees are skipped.
     """
     out = []
-    with (DATA / "trainImageList.txt").open() as f:
+    with (data / "trainImageList.txt").open() as f:
         for line in f:
             tokens = line.split()
             if not tokens[0].startswith("net_7876/"):
                 continue
-            img = cv2.imread(str(DATA / "images" / tokens[0]))
+            img = cv2.imread(str(data / "images" / tokens[0]))
             if img is None or img.shape[:2] != (400, 400):
                 continue
             points = np.array(tokens[5:], float).reshape(5, 2)
@@ -64,11 +62,9 @@ def _net_faces(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 @pytest.mark.realdata
-def test_detects_real_faces_placed_on_a_canvas():
-    if not DATA.is_dir():
-        pytest.skip(f"MTFL data not found at {DATA}")
+def test_detects_real_faces_placed_on_a_canvas(mtfl):
     rng = np.random.default_rng(0)
-    for img, points in _net_faces(3):
+    for img, points in _net_faces(mtfl, 3):
         canvas = rng.integers(90, 150, (520, 640, 3), dtype=np.uint8)
         dx, dy = 170, 60
         canvas[dy:dy + 400, dx:dx + 400] = img

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
+import onnxruntime  # noqa: F401 - a hard dependency: a broken install fails here
 import pandas as pd
 import pytest
 import torch
@@ -21,11 +23,8 @@ from facecascade.export import (
 )
 from facecascade.formats import faces_to_arrays, read_list
 from facecascade.frame import face_frame
-from facecascade.inference import load_model
+from facecascade.models import load_model
 from facecascade.nets import get_spec, level_nets
-
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 #: a plausible mean shape, relative to the face frame (LE, RE, N, LM, RM)

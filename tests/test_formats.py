@@ -36,7 +36,6 @@ from facecascade.formats import (
 )
 from facecascade.io import write_parquet_atomic
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared/data/mtfl-train"
 BIG = 10_000_000
 #: a face in a 100 x 80 image: LE, RE, N, LM, RM
 FACE = np.array([[30, 30], [60, 30], [45, 45], [32, 60], [58, 60]], float)
@@ -304,8 +303,8 @@ def test_read_pts_folder(root):
     assert got[1] == ("pts/junk.pts", 1, "bad pts file: expected 'key: value' or '{', got "
                                          "'hello'")
     assert got[2][:2] == ("pts/nan.pts", 4) and got[2][2].startswith("not finite: field 1 (x)")
-    assert got[3] == ("pts/noimg.pts", 0, "image missing: no .jpg, .jpeg or .png beside "
-                                          "pts/noimg.pts")
+    assert got[3] == ("pts/noimg.pts", 0, "image missing: no .jpg, .jpeg, .png, .bmp, .tif, "
+                                          ".tiff, .webp, .gif image beside pts/noimg.pts")
     assert got[4] == ("pts/short.pts", 64, "bad pts file: 60 points, header says 68")
 
 
@@ -408,7 +407,7 @@ def test_validate_loads_each_image_once(root, tmp_path, monkeypatch):
 
 
 def test_validate_records_size_after_exif_rotation(tmp_path):
-    image = pytest.importorskip("PIL.Image", reason="Pillow writes the EXIF orientation tag")
+    from PIL import Image as image  # writes the EXIF orientation tag
     root = tmp_path / "r"
     root.mkdir()
     stored = np.random.default_rng(0).integers(0, 256, (80, 100, 3), dtype=np.uint8)
@@ -583,13 +582,12 @@ def _head_and_tail(src: Path, dst: Path, n: int) -> Path:
 
 
 @pytest.mark.realdata
-def test_real_mtfl_lists_agree_and_validate(tmp_path):
-    if not DATA.is_dir():
-        pytest.skip(f"MTFL data not found at {DATA}")
-    root = DATA / "images"
-    cuhk = _head_and_tail(DATA / "trainImageList.txt", tmp_path / "trainImageList.txt", 100)
-    mtfl = _head_and_tail(DATA / "training_mtfl.txt", tmp_path / "training_mtfl.txt", 100)
-    boxes = _head_and_tail(DATA / "boxes_mtfl.txt", tmp_path / "boxes_mtfl.txt", 100)
+def test_real_mtfl_lists_agree_and_validate(tmp_path, mtfl):
+    data = mtfl
+    root = data / "images"
+    cuhk = _head_and_tail(data / "trainImageList.txt", tmp_path / "trainImageList.txt", 100)
+    mtfl = _head_and_tail(data / "training_mtfl.txt", tmp_path / "training_mtfl.txt", 100)
+    boxes = _head_and_tail(data / "boxes_mtfl.txt", tmp_path / "boxes_mtfl.txt", 100)
     faces_c, rej_c = read_cuhk(cuhk, root)
     faces_m, rej_m = read_mtfl(mtfl, root, boxes)
     assert len(rej_c) == 0 and len(rej_m) == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 
 import numpy as np
@@ -31,10 +30,6 @@ FACE = np.array([[0.0, 0.0], [10.0, 0.0], [5.0, 5.0], [2.0, 9.0], [8.0, 9.0]])
 def faces(n: int = 3) -> np.ndarray:
     """n copies of FACE at different places."""
     return FACE[None] + np.arange(n)[:, None, None] * np.array([30.0, 7.0])
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(metrics).failed == 0
 
 
 # --------------------------------------------------------------------------- point errors / NME

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,6 @@ import cv2
 import numpy as np
 import pytest
 
-from facecascade import report
 from facecascade.metrics import level_report, nme
 from facecascade.report import (
     GT_BGR,
@@ -54,10 +52,6 @@ def synthetic_faces(n: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray
         pts.append(p)
         boxes.append([cx - 0.8 * s, cy - s, cx + 0.8 * s, cy + s])
     return images, np.array(pts), np.array(boxes)
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(report).failed == 0
 
 
 def test_import_does_not_load_matplotlib() -> None:

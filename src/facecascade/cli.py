@@ -13,11 +13,9 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import Config, ConfigError, load_config
+from .config import FORMATS, Config, ConfigError, load_config
 
 DEFAULT_PARAMS = "params.yaml"
-
-FORMATS = ("cuhk", "mtfl", "pts")
 
 
 class UsageError(Exception):
@@ -102,7 +100,8 @@ def _requests(args: argparse.Namespace):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import XY_COLUMNS, draw_predictions, load_model, predict_requests, write_table
+    from .inference import XY_COLUMNS, draw_predictions, predict_requests, write_table
+    from .models import load_model
 
     cfg = _cfg(args)
     requests, skipped = _requests(args)
@@ -112,7 +111,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for p in problems.itertuples(index=False):
         print(f"no prediction for {p.path}: {p.reason}", file=sys.stderr)
     cols = ["path", *(["level"] if args.all_levels else []), *XY_COLUMNS]
-    table = points[cols] if args.list else points
+    table = points[cols] if args.list else points.drop(columns="request")
     write_table(table, args.out)
     if args.draw:
         for _ in draw_predictions(points, requests, args.draw,
@@ -161,7 +160,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
-    from .inference import load_model
+    from .models import load_model
 
     path = export_onnx(load_model(args.model, cfg=_cfg(args)), args.out)
     print(f"exported {path}")

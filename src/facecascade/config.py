@@ -19,7 +19,10 @@ from typing import Any
 
 import yaml
 
-FORMATS = ("synthetic", "cuhk", "mtfl", "pts")
+#: annotation list formats (their readers are in facecascade.formats)
+FORMATS = ("cuhk", "mtfl", "pts")
+#: values of data.format: a list format, or the procedural set (written as a CUHK list)
+DATA_FORMATS = ("synthetic", *FORMATS)
 
 
 class ConfigError(ValueError):
@@ -52,7 +55,8 @@ class DataConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
 
     def validate(self, key: str) -> None:
-        _check(self.format in FORMATS, f"{key}.format", self.format, f"one of {FORMATS}")
+        _check(self.format in DATA_FORMATS, f"{key}.format", self.format,
+               f"one of {DATA_FORMATS}")
         _check(self.max_image_pixels > 0, f"{key}.max_image_pixels", self.max_image_pixels, "> 0")
 
 

@@ -35,13 +35,13 @@ CASCADE_FILE = "haarcascade_frontalface_default.xml"
 
 
 @functools.lru_cache(maxsize=4)
-def load_cascade(path: str | None = None) -> cv2.CascadeClassifier:
+def haar_classifier(path: str | None = None) -> cv2.CascadeClassifier:
     """The Haar cascade at ``path`` (default: opencv-python's bundled frontal-face cascade)."""
     path = path or str(Path(cv2.data.haarcascades) / CASCADE_FILE)
-    cascade = cv2.CascadeClassifier(path)
-    if cascade.empty():
+    classifier = cv2.CascadeClassifier(path)
+    if classifier.empty():
         raise FileNotFoundError(f"{path}: no Haar cascade could be loaded")
-    return cascade
+    return classifier
 
 
 def detect_faces(image: np.ndarray, *, min_size_frac: float = 0.1, scale_factor: float = 1.1,
@@ -79,9 +79,9 @@ def detect_faces(image: np.ndarray, *, min_size_frac: float = 0.1, scale_factor:
     image = check_image(image)
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     gray = cv2.equalizeHist(gray)
-    cascade = load_cascade(None if cascade_path is None else str(cascade_path))
+    classifier = haar_classifier(None if cascade_path is None else str(cascade_path))
     min_size = max(24, round(min_size_frac * min(gray.shape)))
-    rects = cascade.detectMultiScale(gray, scaleFactor=scale_factor, minNeighbors=min_neighbors,
+    rects = classifier.detectMultiScale(gray, scaleFactor=scale_factor, minNeighbors=min_neighbors,
                                      minSize=(min_size, min_size))
     rects = np.asarray(rects, dtype=np.float64).reshape(-1, 4)
     logger.debug("detect_faces: %d faces", len(rects))

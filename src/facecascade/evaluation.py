@@ -69,7 +69,7 @@ def evaluate_list(model: str | Path, *, fmt: str, root: str | Path, list_path: s
     """Evaluate a cascade on an annotated list: every level against the list's points."""
     from .formats import faces_to_arrays, read_list
     from .images import load_image
-    from .inference import load_model
+    from .models import load_model
 
     faces, rejects = read_list(fmt, root=root, list_path=list_path, boxes_path=boxes_path)
     if len(faces) == 0:

@@ -33,9 +33,16 @@ session over the whole graph, which would need every input at once, does not fit
 
 Examples
 --------
->>> from facecascade.export import export_onnx, load_onnx   # doctest: +SKIP
->>> export_onnx(cascade, "cascade.onnx")                    # doctest: +SKIP
->>> points = load_onnx("cascade.onnx").predict(images, boxes)[3]  # doctest: +SKIP
+>>> import tempfile
+>>> from facecascade.cascade import Cascade
+>>> from facecascade.config import Config
+>>> cascade = Cascade.untrained(Config(), levels=1, seed=0)
+>>> image, box = np.full((64, 64), 128, np.uint8), np.array([[8.0, 8.0, 56.0, 56.0]])
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     onnx_cascade = load_onnx(export_onnx(cascade, f"{tmp}/cascade.onnx"))
+>>> points = onnx_cascade.predict([image], box)[1]
+>>> bool(np.allclose(points, cascade.predict([image], box)[1], atol=1e-3))
+True
 """
 
 from __future__ import annotations

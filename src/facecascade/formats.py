@@ -79,6 +79,7 @@ import numpy as np
 import pandas as pd
 
 from . import detect, images
+from .config import FORMATS
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,6 @@ FACE_DTYPES: dict[str, str] = {
 FACE_COLUMNS = tuple(FACE_DTYPES)
 REJECT_DTYPES: dict[str, str] = {"file": "str", "line": "int64", "reason": "str"}
 REJECT_COLUMNS = tuple(REJECT_DTYPES)
-FORMATS = ("cuhk", "mtfl", "pts")
 
 #: allowed values of the MTFL attributes
 _ATTRIBUTE_RANGES = {"gender": (1, 2), "smile": (1, 2), "glasses": (1, 2), "pose": (1, 5)}
@@ -105,7 +105,6 @@ _MTFL_FIELDS = ("path", *(f"x{i}" for i in range(1, 6)), *(f"y{i}" for i in rang
                 *ATTRIBUTE_COLUMNS)
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _NOT_FINITE = {"nan", "inf", "infinity"}
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 _PTS_POINTS = 68
 #: a box contains its points when they lie inside it enlarged by this share of w and h per side
 BOX_MARGIN = 0.10
@@ -529,7 +528,8 @@ def read_pts(path: str | Path, root: str | Path) -> tuple[pd.DataFrame, pd.DataF
     path : str or Path
         A folder (every ``*.pts`` below it) or a text file listing ``.pts`` paths
         relative to ``root``, one per line. Each image is the file with the same
-        stem and suffix ``.jpg``, ``.jpeg`` or ``.png`` beside its ``.pts``.
+        stem and an image suffix (:data:`facecascade.images.IMAGE_SUFFIXES`, in
+        that order of preference, lower or upper case) beside its ``.pts``.
     root : str or Path
         Data root; image paths in the table are relative to it.
 
@@ -559,11 +559,11 @@ def read_pts(path: str | Path, root: str | Path) -> tuple[pd.DataFrame, pd.DataF
             reader.reject(list_label if number else label, number,
                           _LineError("pts missing", f"{label}: {exc.strerror or exc}"))
             continue
-        image = next((pts.with_suffix(s) for s in _IMAGE_SUFFIXES
-                      if pts.with_suffix(s).is_file()), None)
+        image = next((pts.with_suffix(s) for suffix in images.IMAGE_SUFFIXES
+                      for s in (suffix, suffix.upper()) if pts.with_suffix(s).is_file()), None)
         if image is None:
             reader.reject(label, 0, _LineError(
-                "image missing", f"no .jpg, .jpeg or .png beside {label}"))
+                "image missing", f"no {', '.join(images.IMAGE_SUFFIXES)} image beside {label}"))
             continue
         try:
             rel = image.relative_to(root).as_posix()

@@ -3,9 +3,11 @@
 Every image the library reads goes through :func:`load_image` (or
 :func:`decode_image` for bytes already in memory), which
 
-1. reads the header with small pure-Python parsers (PNG, JPEG, GIF, BMP,
-   TIFF, WebP) and refuses, *before decoding*, an image whose header claims
-   more than ``max_pixels`` pixels (a decompression bomb costs nothing then);
+1. reads the header with Pillow's format plugins (PNG, JPEG, GIF, BMP, TIFF,
+   WebP; Pillow stops before the pixel data) and refuses, *before decoding*, an
+   image whose header claims more than ``max_pixels`` pixels (a decompression
+   bomb costs nothing then); Pillow's own bomb check is not relied upon, as it
+   fires only at twice its limit;
 2. decodes with ``cv2.imdecode(..., IMREAD_UNCHANGED)`` so that bit depth and
    alpha survive, then normalises to BGR uint8:
 
@@ -37,23 +39,37 @@ from __future__ import annotations
 import io
 import logging
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import cv2
 import numpy as np
+from PIL import (  # noqa: F401 - importing a plugin registers it in Image.OPEN
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    WebPImagePlugin,
+)
 
 from .checks import check_image
 
 logger = logging.getLogger(__name__)
 
-#: EXIF orientation tag number (in TIFF IFD0 and in EXIF blobs)
+#: suffixes of the image files the library looks for (in folders, beside ``.pts`` files, in
+#: request strings): the formats whose header is read here, most common first
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+#: formats whose header is read by Pillow (its format names); others are decoded by OpenCV
+HEADER_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+#: EXIF orientation tag number
 _ORIENTATION_TAG = 0x0112
-#: JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic...), not DHT/JPG/DAC
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-#: JPEG markers without a length field
-_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])
+#: names in messages
+_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "GIF": "GIF", "BMP": "BMP", "TIFF": "TIFF",
+          "WEBP": "WebP"}
 
 
 class ImageError(ValueError):
@@ -80,7 +96,9 @@ class ImageHeader:
 
     ``width`` and ``height`` are as displayed (after the EXIF orientation);
     ``orientation`` is the EXIF value 1..8 (1 when absent); ``decoder_orients``
-    is True when OpenCV's decoder applies the orientation itself (TIFF).
+    is True when OpenCV's decoder applies the orientation itself (TIFF);
+    ``header_bytes`` is how far the header was read (for a JPEG, past its first scan
+    header).
     """
 
     format: str
@@ -88,222 +106,58 @@ class ImageHeader:
     height: int
     orientation: int = 1
     decoder_orients: bool = False
+    header_bytes: int = 0
 
 
-class _HeaderError(Exception):
-    """Internal: a header with a known signature but bad content."""
+# ---------------------------------------------------------------------------- header
 
+def _read_header(stream: BinaryIO, size: int, path: str | Path) -> ImageHeader | None:
+    """The header of the encoded image in ``stream`` (``size`` bytes), as Pillow reads it.
 
-# ---------------------------------------------------------------------------- header parsing
-
-def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
-    data = f.read(n)
-    if len(data) != n:
-        raise _HeaderError(f"truncated {what}")
-    return data
-
-
-def _tiff_ifd0(data: bytes) -> tuple[str, dict[int, int]] | None:
-    """Byte order and the integer-valued entries of IFD0 of a TIFF structure (an EXIF blob).
-
-    Only SHORT and LONG entries with one value are returned (that is all that is needed:
-    width, height, orientation). None when the structure is not TIFF.
+    Pillow's format plugins parse the header and stop before the pixel data. They
+    are called here directly rather than through ``Image.open``, whose
+    decompression-bomb check raises, without the size, on the very images
+    :func:`decode_image` must refuse with their size. None for a format outside
+    :data:`HEADER_FORMATS`.
     """
-    if data[:4] == b"II*\x00":
-        bo = "<"
-    elif data[:4] == b"MM\x00*":
-        bo = ">"
-    else:
-        return None
-    (ifd,) = struct.unpack(bo + "I", data[4:8])
-    if ifd + 2 > len(data):
-        return None
-    (count,) = struct.unpack(bo + "H", data[ifd:ifd + 2])
-    entries: dict[int, int] = {}
-    for i in range(count):
-        off = ifd + 2 + 12 * i
-        if off + 12 > len(data):
-            break
-        tag, typ, n = struct.unpack(bo + "HHI", data[off:off + 8])
-        if n != 1:
+    prefix = stream.read(16)
+    skipped = 0
+    if prefix[:2] == b"\xff\xd8" and prefix[2:3] != b"\xff":
+        # junk right after a JPEG's start marker: libjpeg skips it, Pillow refuses the file
+        stream.seek(2)
+        rest = stream.read()
+        skipped = max(rest.find(b"\xff"), 0)
+        stream = io.BytesIO(b"\xff\xd8" + rest[skipped:])
+        size -= skipped
+        prefix = stream.read(16)
+    for fmt in HEADER_FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        found = accept(prefix) if accept else True
+        if not found or isinstance(found, str):
             continue
-        if typ == 3:  # SHORT
-            entries[tag] = struct.unpack(bo + "H", data[off + 8:off + 10])[0]
-        elif typ == 4:  # LONG
-            entries[tag] = struct.unpack(bo + "I", data[off + 8:off + 12])[0]
-    return bo, entries
-
-
-def _exif_orientation(blob: bytes) -> int:
-    """EXIF orientation 1..8 from a TIFF-structured EXIF blob; 1 if absent or invalid."""
-    parsed = _tiff_ifd0(blob)
-    if parsed is None:
-        return 1
-    value = parsed[1].get(_ORIENTATION_TAG, 1)
-    return value if 1 <= value <= 8 else 1
-
-
-def _displayed(fmt: str, w: int, h: int, orientation: int, decoder_orients: bool = False
-               ) -> ImageHeader:
-    if w <= 0 or h <= 0:
-        raise _HeaderError(f"{fmt} header gives size {w}x{h}")
-    if orientation >= 5:
-        w, h = h, w
-    return ImageHeader(fmt, w, h, orientation, decoder_orients)
-
-
-def _parse_png(f: BinaryIO) -> ImageHeader:
-    f.seek(8)
-    length, ctype = struct.unpack(">I4s", _read_exact(f, 8, "PNG header"))
-    if ctype != b"IHDR" or length < 8:
-        raise _HeaderError("PNG without IHDR chunk")
-    w, h = struct.unpack(">II", _read_exact(f, 8, "PNG header"))
-    f.seek(length - 8 + 4, io.SEEK_CUR)  # rest of IHDR + CRC
-    orientation = 1
-    while True:  # look for eXIf before the image data
-        head = f.read(8)
-        if len(head) < 8:
-            break
-        length, ctype = struct.unpack(">I4s", head)
-        if ctype in (b"IDAT", b"IEND"):
-            break
-        if ctype == b"eXIf":
-            orientation = _exif_orientation(f.read(length))
-            break
-        f.seek(length + 4, io.SEEK_CUR)
-    return _displayed("PNG", w, h, orientation)
-
-
-def _skip_to_ff(f: BinaryIO, chunk: int = 65536) -> None:
-    """Move ``f`` to the next 0xFF byte (or to the end of the file)."""
-    while True:
-        start = f.tell()
-        block = f.read(chunk)
-        if not block:
-            return
-        i = block.find(b"\xff")
-        if i >= 0:
-            f.seek(start + i)
-            return
-
-
-def _parse_jpeg(f: BinaryIO) -> ImageHeader:
-    f.seek(2)
-    orientation = 1
-    while True:
-        byte = _read_exact(f, 1, "JPEG header")
-        if byte != b"\xff":  # junk between segments: libjpeg skips it, so do we
-            _skip_to_ff(f)
-            continue
-        marker = _read_exact(f, 1, "JPEG header")[0]
-        while marker == 0xFF:  # fill bytes
-            marker = _read_exact(f, 1, "JPEG header")[0]
-        if marker in _STANDALONE_MARKERS or marker == 0x00:
-            continue
-        if marker in (0xD9, 0xDA):
-            raise _HeaderError("JPEG without a frame header (SOF)")
-        (length,) = struct.unpack(">H", _read_exact(f, 2, "JPEG header"))
-        if length < 2:
-            raise _HeaderError("bad JPEG segment length")
-        if marker in _SOF_MARKERS:
-            _, h, w = struct.unpack(">BHH", _read_exact(f, 5, "JPEG frame header"))
-            return _displayed("JPEG", w, h, orientation)
-        segment = _read_exact(f, length - 2, "JPEG segment")
-        if marker == 0xE1 and segment.startswith(b"Exif\x00\x00"):
-            orientation = _exif_orientation(segment[6:])
-
-
-def _parse_gif(f: BinaryIO) -> ImageHeader:
-    f.seek(6)
-    w, h = struct.unpack("<HH", _read_exact(f, 4, "GIF header"))
-    return _displayed("GIF", w, h, 1)
-
-
-def _parse_bmp(f: BinaryIO) -> ImageHeader:
-    f.seek(14)
-    (dib,) = struct.unpack("<I", _read_exact(f, 4, "BMP header"))
-    if dib == 12:  # OS/2 BITMAPCOREHEADER
-        w, h = struct.unpack("<HH", _read_exact(f, 4, "BMP header"))
-    else:
-        w, h = struct.unpack("<ii", _read_exact(f, 8, "BMP header"))
-    return _displayed("BMP", w, abs(h), 1)
-
-
-def _parse_tiff(f: BinaryIO) -> ImageHeader:
-    f.seek(0)
-    bo = "<" if _read_exact(f, 2, "TIFF header") == b"II" else ">"
-    f.seek(4)
-    (ifd,) = struct.unpack(bo + "I", _read_exact(f, 4, "TIFF header"))
-    f.seek(ifd)
-    (count,) = struct.unpack(bo + "H", _read_exact(f, 2, "TIFF directory"))
-    table = _read_exact(f, 12 * count, "TIFF directory")
-    # reuse the EXIF IFD walker on a synthetic TIFF holding just this directory
-    fake = (b"II*\x00" if bo == "<" else b"MM\x00*") + struct.pack(bo + "IH", 8, count) + table
-    entries = _tiff_ifd0(fake)[1]  # type: ignore[index]
-    if 256 not in entries or 257 not in entries:
-        raise _HeaderError("TIFF without ImageWidth/ImageLength")
-    orientation = entries.get(_ORIENTATION_TAG, 1)
-    orientation = orientation if 1 <= orientation <= 8 else 1
-    return _displayed("TIFF", entries[256], entries[257], orientation, decoder_orients=True)
-
-
-def _parse_webp(f: BinaryIO) -> ImageHeader:
-    f.seek(12)
-    fourcc, size = struct.unpack("<4sI", _read_exact(f, 8, "WebP header"))
-    body = _read_exact(f, min(size, 30), "WebP header")
-    if fourcc == b"VP8X":
-        w = 1 + int.from_bytes(body[4:7], "little")
-        h = 1 + int.from_bytes(body[7:10], "little")
-        orientation = 1
-        f.seek(20 + size + (size & 1))
-        while True:  # look for an EXIF chunk
-            head = f.read(8)
-            if len(head) < 8:
-                break
-            fourcc2, size2 = struct.unpack("<4sI", head)
-            if fourcc2 == b"EXIF":
-                blob = f.read(size2)
-                orientation = _exif_orientation(blob[6:] if blob.startswith(b"Exif") else blob)
-                break
-            f.seek(size2 + (size2 & 1), io.SEEK_CUR)
-        return _displayed("WebP", w, h, orientation)
-    if fourcc == b"VP8 ":
-        if len(body) < 10 or body[3:6] != b"\x9d\x01\x2a":
-            raise _HeaderError("bad WebP (VP8) frame header")
-        w, h = struct.unpack("<HH", body[6:10])
-        return _displayed("WebP", w & 0x3FFF, h & 0x3FFF, 1)
-    if fourcc == b"VP8L":
-        if len(body) < 5 or body[0] != 0x2F:
-            raise _HeaderError("bad WebP (VP8L) header")
-        bits = int.from_bytes(body[1:5], "little")
-        return _displayed("WebP", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, 1)
-    raise _HeaderError(f"unknown WebP chunk {fourcc!r}")
-
-
-def _parse_header(f: BinaryIO) -> ImageHeader | None:
-    """Header of a seekable binary stream; None for a format without a parser here.
-
-    Raises :class:`_HeaderError` when the signature is known but the header is bad.
-    """
-    sig = f.read(16)
-    if sig.startswith(b"\x89PNG\r\n\x1a\n"):
-        parser = _parse_png
-    elif sig.startswith(b"\xff\xd8"):
-        parser = _parse_jpeg
-    elif sig[:6] in (b"GIF87a", b"GIF89a"):
-        parser = _parse_gif
-    elif sig.startswith(b"BM"):
-        parser = _parse_bmp
-    elif sig[:4] in (b"II*\x00", b"MM\x00*"):
-        parser = _parse_tiff
-    elif sig[:4] == b"RIFF" and sig[8:12] == b"WEBP":
-        parser = _parse_webp
-    else:
-        return None
-    try:
-        return parser(f)
-    except struct.error as exc:
-        raise _HeaderError(f"truncated header ({exc})") from None
+        name = _NAMES[fmt]
+        stream.seek(0)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Pillow's notes on odd files
+                im = factory(stream, str(path))
+                # the stored size: Pillow reports a TIFF's as displayed, the others' as stored
+                w, h = (im.tag_v2[256], im.tag_v2[257]) if fmt == "TIFF" else im.size
+                # a PNG's eXIf after the pixel data would need a decode: not looked for
+                exif = {} if fmt == "PNG" and "exif" not in im.info else im.getexif()
+                orientation = int(exif.get(_ORIENTATION_TAG, 1))
+        except (SyntaxError, ValueError, IndexError, TypeError, OSError, EOFError,
+                struct.error) as exc:
+            what = "truncated" if stream.tell() >= size else "bad"
+            raise ImageError(path, f"image unreadable: {what} {name} header ({exc})") from None
+        if w <= 0 or h <= 0:
+            raise ImageError(path, f"image unreadable: {name} header gives size {w}x{h}")
+        orientation = orientation if 1 <= orientation <= 8 else 1
+        if orientation >= 5:
+            w, h = h, w
+        return ImageHeader(name, w, h, orientation, decoder_orients=fmt == "TIFF",
+                           header_bytes=stream.tell() + skipped)
+    return None
 
 
 # ---------------------------------------------------------------------------- public API
@@ -328,17 +182,14 @@ def header_from_bytes(data: bytes, *, path: str | Path = "<bytes>") -> ImageHead
     """
     if not data:
         raise ImageError(path, "image unreadable: empty file")
-    try:
-        return _parse_header(io.BytesIO(data))
-    except _HeaderError as exc:
-        raise ImageError(path, f"image unreadable: {exc}") from None
+    return _read_header(io.BytesIO(data), len(data), path)
 
 
 def read_image_header(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of an image file as displayed, without decoding its pixels.
 
-    PNG, JPEG, GIF, BMP, TIFF and WebP headers are parsed here (reading at most
-    the segments before the first frame). Any other format falls back to a full
+    PNG, JPEG, GIF, BMP, TIFF and WebP headers are read by Pillow, which stops
+    before the pixel data (:data:`HEADER_FORMATS`). Any other format falls back to a full
     decode by OpenCV, whose own pixel limit applies (environment variable
     ``OPENCV_IO_MAX_IMAGE_PIXELS``, default 2**30).
 
@@ -361,9 +212,7 @@ def read_image_header(path: str | Path) -> tuple[int, int]:
     _open_checked(path)
     try:
         with path.open("rb") as f:
-            header = _parse_header(f)
-    except _HeaderError as exc:
-        raise ImageError(path, f"image unreadable: {exc}") from None
+            header = _read_header(f, path.stat().st_size, path)
     except OSError as exc:
         raise ImageError(path, f"image unreadable: {exc.strerror or exc}") from None
     if header is not None:
@@ -391,24 +240,14 @@ def _check_pixels(width: int, height: int, max_pixels: int, path: str | Path) ->
                                f"> max_pixels {max_pixels}")
 
 
-def _jpeg_complete(data: bytes) -> bool:
-    """True when an end-of-image marker follows the first frame header.
+def _jpeg_complete(data: bytes, header: ImageHeader) -> bool:
+    """True when an end-of-image marker follows the JPEG's header (up to its first scan).
 
     ``0xFFD9`` cannot occur inside entropy-coded data (0xFF is stuffed as 0xFF00), and
     EXIF thumbnails (with their own EOI) come before the frame header, so a file cut
-    anywhere inside its scans has no EOI after the SOF.
+    anywhere inside its scans has no EOI after the header.
     """
-    sof = _find_sof(data)
-    return sof is not None and data.find(b"\xff\xd9", sof) != -1
-
-
-def _find_sof(data: bytes) -> int | None:
-    try:
-        f = io.BytesIO(data)
-        _parse_jpeg(f)
-        return f.tell()
-    except (_HeaderError, struct.error):
-        return None
+    return data.find(b"\xff\xd9", header.header_bytes) != -1
 
 
 def _to_unit_scale(img: np.ndarray, path: str | Path) -> tuple[np.ndarray, float]:
@@ -492,7 +331,7 @@ def decode_image(data: bytes, *, max_pixels: int, path: str | Path = "<bytes>") 
     fmt = header.format if header is not None else "unknown format"
     if header is not None:
         _check_pixels(header.width, header.height, max_pixels, path)
-        if header.format == "JPEG" and not _jpeg_complete(data):
+        if header.format == "JPEG" and not _jpeg_complete(data, header):
             raise ImageError(path, "image unreadable: truncated JPEG")
     img = _imdecode(data, path, fmt)
     if header is None:

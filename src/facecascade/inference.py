@@ -1,58 +1,41 @@
-"""Running a trained cascade on photos: model loading, face finding, batching, output tables.
+"""Photos to points: requests, face finding, batching, output tables and drawings.
 
-Used by ``facecascade predict`` / ``evaluate`` and by the MLflow pyfunc model.
-A model is a cascade artifact directory (``models/cascade``) or an MLflow
-model URI (``models:/facecascade@champion``, ``runs:/<id>/cascade``).
+One function, :func:`predict_requests`, turns requests into points. A request
+(:class:`FaceRequest`) is an image, as a file or as encoded bytes, with the boxes of
+its faces if they are known (otherwise OpenCV's detector finds them). The CLI
+(``facecascade predict``) builds requests from image files, folders or an annotation
+list (:func:`requests_from_list`); the served MLflow model builds them from the rows
+of a request table (:func:`facecascade.request.predict_frame`).
+
+The model is loaded by :func:`facecascade.models.load_model`.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .cascade import Cascade, load_cascade
-from .config import Config
+from .cascade import Cascade
+from .images import IMAGE_SUFFIXES
 
-log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-XY_COLUMNS = [f"{a}{i}" for i in range(1, 6) for a in ("x", "y")]
-
-
-def load_model(spec: str | Path, *, cfg: Config | None = None) -> Cascade:
-    """Load a cascade from a local artifact directory, an ``.onnx`` file or an MLflow model URI.
-
-    A path ending in ``.onnx`` (written by ``facecascade export``) gives a
-    :class:`facecascade.export.OnnxCascade`: same ``predict``/``predict_level``,
-    ``cfg`` and ``levels``, nets run by onnxruntime.
-    For a URI, the tracking server is ``MLFLOW_TRACKING_URI`` or else
-    ``cfg.mlflow.tracking_uri`` (relative SQLite paths against the working directory).
-    """
-    text = str(spec)
-    if text.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
-        from .tracking import configure, download_cascade
-
-        configure(cfg or Config(), project_dir=Path.cwd())
-        return load_cascade(download_cascade(text))
-    path = Path(text)
-    if path.suffix.lower() == ".onnx" and not path.is_dir():
-        from .export import load_onnx
-
-        return load_onnx(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model directory (or use a models:/ URI)")
-    return load_cascade(path)
+#: point columns of a points table: x, y of LE, RE, N, LM, RM in image pixels (the
+#: faces table of :mod:`facecascade.formats` names its columns otherwise: ``le_x``...)
+XY_COLUMNS = tuple(f"{a}{i}" for i in range(1, 6) for a in ("x", "y"))
+#: box columns of a points table and of a served model's request (``box_l``... in the faces table)
+BOX_EDGE_COLUMNS = ("box_left", "box_top", "box_right", "box_bottom")
+#: what a request that gives no point can say
+ERRORS = ("collect", "raise")
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
-    """Image files named directly or found (recursively, sorted) in the given folders."""
+    """Image files named directly or found (recursively, sorted) in the given folders.
+
+    In folders, files are picked by suffix (:data:`facecascade.images.IMAGE_SUFFIXES`).
+    """
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -67,38 +50,38 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
 
 @dataclass
 class FaceRequest:
-    """Faces of one image to predict: its path (as reported) and boxes, if known."""
+    """One image to predict, and the boxes of its faces if they are known.
+
+    The image is the file ``file`` or, when ``data`` is given, those encoded bytes.
+    ``path`` is how the image is named in the output tables and messages (the path as
+    the user gave it, or a label such as ``row 3: base64 image``); ``lines`` are the
+    list lines it comes from, if any.
+    """
 
     path: str
-    file: Path
+    file: Path | None = None
     boxes: np.ndarray | None = None  # (k, 4); None -> run the face detector
     lines: list[int] = field(default_factory=list)
+    data: bytes | None = None
 
+    def read(self, *, max_pixels: int) -> np.ndarray:
+        """The image as BGR uint8, refused before decoding when over ``max_pixels``.
 
-@dataclass
-class Progress:
-    """A minimal progress line on stderr for long runs (no extra dependency)."""
+        Raises
+        ------
+        facecascade.images.ImageError
+            Missing, unreadable or too large; its ``path`` is :attr:`path`.
+        """
+        from .images import ImageError, decode_image, load_image
 
-    total: int
-    label: str = "faces"
-    every_s: float = 1.0
-    _done: int = 0
-    _t0: float = field(default_factory=time.perf_counter)
-    _last: float = 0.0
-
-    def update(self, n: int) -> None:
-        self._done += n
-        now = time.perf_counter()
-        if now - self._last >= self.every_s or self._done >= self.total:
-            self._last = now
-            rate = self._done / max(now - self._t0, 1e-9)
-            width = 30
-            filled = int(width * self._done / max(self.total, 1))
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self._done}/"
-                             f"{self.total} {self.label} ({rate:.0f}/s)")
-            if self._done >= self.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
+        if self.data is not None:
+            return decode_image(self.data, max_pixels=max_pixels, path=self.path)
+        if self.file is None:
+            raise ImageError(self.path, "image missing: the request names no file and no bytes")
+        try:
+            return load_image(self.file, max_pixels=max_pixels)
+        except ImageError as exc:
+            raise ImageError(self.path, exc.reason) from None
 
 
 def requests_from_list(faces: pd.DataFrame, root: str | Path) -> list[FaceRequest]:
@@ -115,69 +98,142 @@ def requests_from_list(faces: pd.DataFrame, root: str | Path) -> list[FaceReques
     return out
 
 
-def predict_requests(cascade: Cascade, requests: Sequence[FaceRequest], *, max_pixels: int,
-                     batch_images: int = 256, all_levels: bool = False,
-                     progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _points_table(result: dict[int, np.ndarray], boxes: np.ndarray, owners: Sequence[tuple],
+                  all_levels: bool) -> pd.DataFrame:
+    """Rows of one predicted batch: per face, its final level (or all levels, in order)."""
+    levels = sorted(result) if all_levels else [max(result)]
+    n, per = len(boxes), len(levels)
+    points = np.stack([result[k] for k in levels], axis=1).reshape(n * per, 10)
+    table = pd.DataFrame({"request": np.repeat([o[0] for o in owners], per).astype(np.int64),
+                          "path": np.repeat(np.array([o[1] for o in owners], object), per),
+                          "face": np.repeat([o[2] for o in owners], per).astype(np.int64)})
+    if all_levels:
+        table["level"] = np.tile(np.asarray(levels, np.int64), n)
+    for j, c in enumerate(XY_COLUMNS):
+        table[c] = points[:, j]
+    for j, c in enumerate(BOX_EDGE_COLUMNS):
+        table[c] = np.repeat(boxes[:, j], per)
+    return table
+
+
+def _empty_points(all_levels: bool) -> pd.DataFrame:
+    ints = ["request", "face", *(["level"] if all_levels else [])]
+    return pd.DataFrame({c: pd.Series(dtype=np.int64 if c in ints else
+                                      object if c == "path" else np.float64)
+                         for c in ["request", "path", "face", *ints[2:], *XY_COLUMNS,
+                                   *BOX_EDGE_COLUMNS]})
+
+
+def _decoded(requests: Iterable[FaceRequest], max_pixels: int):
+    """Grey images of requests that all name files, decoded once per file in a thread
+    running ahead of inference (:func:`facecascade.decoding.decode_ahead`); None when the
+    requests are an iterator or carry bytes (then each is read when its turn comes)."""
+    from .decoding import decode_ahead
+
+    if not isinstance(requests, Sequence) or any(
+            r.data is not None or r.file is None for r in requests):
+        return None
+    return decode_ahead([r.file for r in requests], max_pixels=max_pixels)
+
+
+def predict_requests(cascade: Cascade, requests: Iterable[FaceRequest], *, max_pixels: int,
+                     batch_images: int = 256, all_levels: bool = False, progress: bool = True,
+                     errors: str = "collect") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predict the points of every face of every request.
 
-    Returns ``(points, problems)``: ``points`` has one row per face (request
-    order, then detection order) with ``path``, ``face``, ``box_*`` and
-    ``x1..y5`` (final level; with ``all_levels`` a ``level`` column and one row
-    per level); ``problems`` lists requests that gave no face (``path``,
-    ``reason``), never dropped silently.
+    Requests are read one at a time (an iterator is consumed lazily) and predicted
+    in batches of at most ``batch_images`` images and ``max_pixels`` pixels, so the
+    memory a call takes is bounded whatever the number of requests.
+
+    Parameters
+    ----------
+    cascade : Cascade
+        The model (a :class:`~facecascade.cascade.Cascade` or an ONNX one).
+    requests : iterable of FaceRequest
+    max_pixels : int
+        Largest image accepted (by its header, before decoding), and largest batch.
+    batch_images : int
+        Largest number of images predicted together.
+    all_levels : bool
+        One row per face and level (column ``level``) instead of the final level only.
+    progress : bool
+        Show a progress bar (tqdm, on stderr; never when stderr is not a terminal).
+    errors : {"collect", "raise"}
+        What an image that cannot be read does: becomes a row of ``problems``, or
+        raises :class:`facecascade.images.ImageError`.
+
+    Returns
+    -------
+    points : DataFrame
+        One row per face, in request order then detection order (largest first):
+        ``request`` (index of the request), ``path``, ``face``, [``level``], the points
+        ``x1, y1, ..., x5, y5`` and the box ``box_left, box_top, box_right, box_bottom``,
+        all in image pixels.
+    problems : DataFrame
+        ``request``, ``path``, ``reason`` of every request that gave no face (an
+        unreadable image, or no face found by the detector): never dropped silently.
     """
-    from .decoding import decode_ahead
+    from tqdm import tqdm
+
     from .detect import find_faces
     from .images import ImageError
 
-    rows: list[pd.DataFrame] = []
+    if errors not in ERRORS:
+        raise ValueError(f"errors == {errors!r}, must be one of {ERRORS}")
+    parts: list[pd.DataFrame] = []
     problems: list[dict] = []
-    bar = Progress(len(requests), "images") if progress else None
-    # each file decoded once (grey), in a thread running ahead of inference
-    decoded = decode_ahead([r.file for r in requests], max_pixels=max_pixels)
-    for start in range(0, len(requests), batch_images):
-        chunk = requests[start:start + batch_images]
-        images, boxes, index, owners = [], [], [], []
-        slot: dict[int, int] = {}  # id(image) -> position in images: one copy per file
-        for req in chunk:
-            img = next(decoded)
-            if isinstance(img, ImageError):
-                problems.append({"path": req.path, "reason": img.reason})
+    images: list[np.ndarray] = []
+    boxes: list[np.ndarray] = []
+    index: list[int] = []
+    owners: list[tuple[int, str, int]] = []  # (request, path, face) of each box
+    pixels = 0
+
+    def flush() -> None:
+        nonlocal pixels
+        if owners:
+            b = np.stack(boxes)
+            parts.append(_points_table(cascade.predict(images, b, np.asarray(index)), b, owners,
+                                       all_levels))
+        for items in (images, boxes, index, owners):
+            items.clear()
+        pixels = 0
+
+    total = len(requests) if isinstance(requests, Sized) else None
+    decoded = _decoded(requests, max_pixels)
+    slot: dict[int, int] = {}  # id(image) -> its position in ``images``: one copy per file
+    with tqdm(total=total, unit="image", disable=None if progress else True) as bar:
+        for i, req in enumerate(requests):
+            bar.update()
+            try:
+                image = next(decoded) if decoded is not None else req.read(max_pixels=max_pixels)
+                if isinstance(image, ImageError):
+                    raise ImageError(req.path, image.reason)
+            except ImageError as exc:
+                if errors == "raise":
+                    raise
+                problems.append({"request": i, "path": req.path, "reason": exc.reason})
                 continue
-            b = req.boxes if req.boxes is not None else find_faces(img, cascade.cfg.detect)
-            if len(b) == 0:
-                problems.append({"path": req.path, "reason": "no face found by detector"})
+            found = req.boxes if req.boxes is not None else find_faces(image, cascade.cfg.detect)
+            found = np.asarray(found, np.float64).reshape(-1, 4)
+            if not len(found):
+                problems.append({"request": i, "path": req.path,
+                                 "reason": "no face found by detector"})
                 continue
-            if id(img) not in slot:
-                slot[id(img)] = len(images)
-                images.append(img)
-            boxes.append(np.asarray(b, dtype=np.float64))
-            index.extend([slot[id(img)]] * len(b))
-            owners.extend((req.path, k) for k in range(len(b)))
-        if images:
-            all_boxes = np.concatenate(boxes)
-            result = cascade.predict(images, all_boxes, np.asarray(index))
-            levels = sorted(result) if all_levels else [max(result)]
-            parts = []
-            for level in levels:
-                df = pd.DataFrame(result[level].reshape(-1, 10), columns=XY_COLUMNS)
-                df.insert(0, "path", [o[0] for o in owners])
-                df.insert(1, "face", [o[1] for o in owners])
-                if all_levels:
-                    df.insert(2, "level", level)
-                for j, c in enumerate(("box_left", "box_top", "box_right", "box_bottom")):
-                    df[c] = all_boxes[:, j]
-                df["_face"] = np.arange(len(df))
-                parts.append(df)
-            chunk_df = pd.concat(parts, ignore_index=True)
-            if all_levels:
-                chunk_df = chunk_df.sort_values(["_face", "level"], kind="stable")
-            rows.append(chunk_df.drop(columns="_face"))
-        if bar:
-            bar.update(len(chunk))
-    points = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        columns=["path", "face", *XY_COLUMNS])
-    return points.reset_index(drop=True), pd.DataFrame(problems, columns=["path", "reason"])
+            if id(image) not in slot:
+                size = image.shape[0] * image.shape[1]
+                if len(images) >= batch_images or pixels + size > max_pixels:
+                    flush()
+                    slot.clear()
+                slot[id(image)] = len(images)
+                images.append(image)
+                pixels += size
+            for face, box in enumerate(found):
+                boxes.append(box)
+                index.append(slot[id(image)])
+                owners.append((i, req.path, face))
+        flush()
+    points = pd.concat(parts, ignore_index=True) if parts else _empty_points(all_levels)
+    return points, pd.DataFrame(problems, columns=["request", "path", "reason"])
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
@@ -225,28 +281,31 @@ def drawing_path(out_dir: Path, path: str, source: str | Path, used: set[Path]) 
 
 def draw_predictions(points: pd.DataFrame, requests: Sequence[FaceRequest], out_dir: str | Path,
                      *, max_pixels: int) -> Iterator[Path]:
-    """Write a copy of each image with its predicted points drawn; yield the written paths."""
+    """Write a copy of each image with its predicted points drawn; yield the written paths.
+
+    ``points`` is the table of :func:`predict_requests` for these ``requests``; an
+    image named by several requests (several list lines) is drawn once, with all its faces.
+    """
     import cv2
 
-    from .images import load_image
     from .io import atomic_path
     from .report import draw_points
 
     out_dir = Path(out_dir)
-    by_path = {r.path: r for r in requests}
     used: set[Path] = set()
-    for path, group in points.groupby("path", sort=False):
-        img = load_image(by_path[path].file, max_pixels=max_pixels)
+    for _, group in points.groupby("path", sort=False):
+        req = requests[int(group["request"].iloc[0])]
+        img = req.read(max_pixels=max_pixels)
         if "level" in group:
             group = group[group["level"] == group["level"].max()]
-        for row in group.itertuples(index=False):
-            pts = np.array([[getattr(row, f"x{i}"), getattr(row, f"y{i}")] for i in range(1, 6)])
+        xy = group[list(XY_COLUMNS)].to_numpy(np.float64).reshape(-1, 5, 2)
+        edges = group[list(BOX_EDGE_COLUMNS)].to_numpy(np.float64)
+        for pts, box in zip(xy, edges, strict=True):
             img = draw_points(img, pts)
-            left, top, right, bottom = (int(round(getattr(row, c))) for c in
-                                        ("box_left", "box_top", "box_right", "box_bottom"))
+            left, top, right, bottom = (int(round(v)) for v in box)
             cv2.rectangle(img, (left, top), (right, bottom), (255, 160, 0),
                           max(1, img.shape[1] // 300))
-        target = drawing_path(out_dir, path, by_path[path].file, used)
+        target = drawing_path(out_dir, req.path, req.file or req.path, used)
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             ok, buf = cv2.imencode(".png", img)

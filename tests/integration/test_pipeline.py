@@ -4,8 +4,10 @@ Real DVC, a real local Ray (started by the train stages), a real MLflow SQLite s
 registry. Checks: every stage ran; MLflow holds one pipeline run with 3 level runs and 23
 network runs; the registered version carries its lineage tags and the champion alias;
 `models:/facecascade@champion` predicts 5 points; a second `dvc repro` has nothing to do;
-editing a level-3 parameter reruns only level 3 and what follows; secrets in the
-environment of `dvc repro` appear nowhere in its output, files or MLflow store.
+editing a level-3 parameter reruns only level 3 and what follows, and the version it
+registers still names the run of each of its 23 networks (levels 1 and 2 from DVC's cache);
+secrets in the environment of `dvc repro` appear nowhere in its output, files or MLflow
+store; a run of part of the pipeline (`dvc exp run train@1`) leaves no MLflow run RUNNING.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +24,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
+from facecascade.lineage import LEVEL_RUN_TAG, NETWORK_RUN_TAG
+from facecascade.nets import get_spec, list_nets
 
 pytestmark = pytest.mark.integration
 
@@ -41,9 +47,16 @@ SECRETS = {
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    out = proc.stdout + proc.stderr
+    """Run ``cmd``; on a timeout, end its whole process group (DVC's stages, their Ray)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+        raise
+    out = stdout + stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
     return out
 
@@ -88,7 +101,7 @@ def make_project(proj: Path, extra_env: dict[str, str] | None = None
     run([str(bin_dir / "dvc"), "commit", "-q", "-f", "data.dvc"], proj, env)
     run(["git", "add", "-A"], proj, env)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny"], proj, env)
-    log = run([str(bin_dir / "dvc"), "repro"], proj, env, timeout=1500)
+    log = run([str(bin_dir / "dvc"), "repro"], proj, env, timeout=3600)  # a safety net only
     return proj, env, log
 
 
@@ -152,6 +165,17 @@ def test_registered_version_has_lineage_and_predicts(project, tmp_path):
         os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+def store(proj: Path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{proj / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def network_runs(tags: dict) -> dict[str, str]:
+    return {k[len(NETWORK_RUN_TAG):]: v for k, v in tags.items() if k.startswith(NETWORK_RUN_TAG)}
+
+
 def test_repro_again_has_nothing_to_do(project):
     proj, env, _ = project
     out = run([str(Path(sys.executable).parent / "dvc"), "repro"], proj, env)
@@ -175,6 +199,24 @@ def test_level3_edit_reruns_only_level3_onwards(project):
         assert ran == {"crops@3", "train@3", "predict@3", "evaluate", "register"}, log
     finally:
         (proj / "params.yaml").write_text(original)
+    # the new version's lineage reaches all 23 network runs, levels 1 and 2 from the cache
+    client = store(proj)
+    first, *_, new = sorted(client.search_model_versions("name='facecascade'"),
+                            key=lambda mv: int(mv.version))
+    runs, old_runs = network_runs(new.tags), network_runs(first.tags)
+    assert sorted(runs) == sorted(list_nets())
+    for net, run_id in runs.items():
+        net_run = client.get_run(run_id)  # exists
+        assert net_run.info.status == "FINISHED" and net_run.info.run_name == net
+        assert (run_id == old_runs[net]) == (get_spec(net).level < 3), net
+    parent = client.get_run(new.tags["pipeline_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert network_runs(parent.data.tags) == runs  # the parent run links to all 23
+    assert {k: v for k, v in parent.data.tags.items() if k.startswith(LEVEL_RUN_TAG)} == \
+        {k: v for k, v in new.tags.items() if k.startswith(LEVEL_RUN_TAG)}
+    children = client.search_runs([parent.info.experiment_id], filter_string=(
+        f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"))
+    assert [r.info.run_name for r in children] == ["level3"]  # only level 3 retrained
 
 
 def test_no_secret_reaches_logs_files_or_mlflow(project):
@@ -195,3 +237,18 @@ def test_no_secret_reaches_logs_files_or_mlflow(project):
               for k, v in mv.tags.items()]
     assert len(runs) >= 27 and texts
     assert not [t for t in texts if any(v.decode() in t for v in values)]
+
+
+def test_a_partial_run_leaves_no_pipeline_run_running(project):
+    proj, env, _ = project
+    dvc = str(Path(sys.executable).parent / "dvc")
+    run([dvc, "exp", "run", "-S", "level1.train.epochs=1", "train@1"], proj, env, timeout=900)
+    client = store(proj)
+    exp = client.get_experiment_by_name("facecascade")
+    pipelines = client.search_runs([exp.experiment_id],
+                                   filter_string="tags.`facecascade.kind` = 'pipeline'")
+    assert [r.info.status for r in pipelines].count("RUNNING") == 0
+    partial = [r for r in pipelines if r.data.tags.get("facecascade.complete") != "true"]
+    assert len(partial) == 1, [r.data.tags for r in pipelines]
+    assert partial[0].info.status == "FINISHED"
+    assert partial[0].data.tags["facecascade.stages"] == "train@1"

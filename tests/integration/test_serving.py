@@ -27,16 +27,18 @@ import cv2
 import numpy as np
 import pytest
 
+from facecascade import lineage, registry
 from facecascade import tracking as tr
 from facecascade.cascade import Cascade, save_cascade
 from facecascade.config import Config
+from facecascade.inference import BOX_EDGE_COLUMNS
 
 pytestmark = pytest.mark.integration
 
 NAME = "facecascade-serve-test"
 MAX_BYTES = 50_000
 START_TIMEOUT = 60.0
-COLUMNS = ["image", *tr.BOX_COLUMNS]
+COLUMNS = ["image", *BOX_EDGE_COLUMNS]
 
 
 def free_port() -> int:
@@ -78,12 +80,12 @@ def server(tmp_path_factory):
         exp = tr.experiment_id(client, cfg.mlflow.experiment)
         cascade_dir = save_cascade(Cascade.untrained(cfg, levels=3, seed=0), root / "cascade")
         parent = tr.parent_run(client, exp, "serve1")
-        uri = tr.log_cascade_model(client, parent, cascade_dir, cfg)
+        uri = registry.log_cascade_model(client, parent, cascade_dir, cfg)
         tr.finish_run(client, parent)
-        version = tr.register_cascade(uri, name=NAME, val_nme=0.1, lineage={
-            "git_commit": "unknown", "data_dvc_md5": "0", "params_hash": tr.params_hash(cfg),
+        version = registry.register_cascade(uri, name=NAME, val_nme=0.1, lineage={
+            "git_commit": "unknown", "data_dvc_md5": "0", "params_hash": lineage.params_hash(cfg),
             "pipeline_key": "serve1"})
-        assert tr.promote_if_better(client, NAME, version, 0.1)
+        assert registry.promote_if_better(client, NAME, version, 0.1)
         tracking = tr.tracking_uri(cfg, project_dir=root)
 
     bindir = Path(sys.executable).parent  # the server execs `uvicorn` by name

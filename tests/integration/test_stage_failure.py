@@ -67,10 +67,10 @@ def test_failing_network_fails_the_stage_and_its_mlflow_runs(tmp_path: Path) -> 
 
 
 def test_failed_stage_without_mlflow_ends_the_pipeline_run_failed(tmp_path: Path) -> None:
-    """crops@2 fails (its faces table is missing) after train@1 opened the pipeline run."""
+    """crops@2 fails (its faces table is missing) after train@1 opened and ended its run."""
     from mlflow import MlflowClient
 
-    from facecascade import tracking
+    from facecascade import lineage, tracking
     from facecascade.config import load_config
 
     (tmp_path / "params.yaml").write_text("resources: {seed: 0}\n")
@@ -78,8 +78,9 @@ def test_failed_stage_without_mlflow_ends_the_pipeline_run_failed(tmp_path: Path
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     exp = tracking.experiment_id(client, cfg.mlflow.experiment)
-    key = tracking.lineage(cfg, project_dir=tmp_path)["pipeline_key"]
-    parent = tracking.parent_run(client, exp, key)  # as the train@1 stage leaves it
+    key = lineage.lineage(cfg, project_dir=tmp_path)["pipeline_key"]
+    parent = tracking.parent_run(client, exp, key)
+    tracking.end_stage(client, parent, "train@1")  # as the train@1 stage leaves it: FINISHED
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
     env.update({"MLFLOW_DISABLE_TELEMETRY": "true",
                 "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])})

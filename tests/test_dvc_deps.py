@@ -36,8 +36,9 @@ from facecascade.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "src" / "facecascade"
-#: modules whose config reads only name MLflow runs (see the module docstring)
-IDENTITY_MODULES = {"tracking"}
+#: modules whose config reads only name MLflow runs (see the module docstring): the runs
+#: themselves, and the lineage hashes that identify them
+IDENTITY_MODULES = {"tracking", "lineage"}
 IDENTITY_SECTIONS = {"mlflow"}
 CONFIG_NAMES = {"cfg", "config"}
 
@@ -265,7 +266,7 @@ def params_read(entry: str) -> set[str]:
                 func = parent.func
                 callee = func.id if isinstance(func, ast.Name) else \
                     func.attr if isinstance(func, ast.Attribute) else None
-                if callee in defined or callee in module("tracking").defs:
+                if callee in defined or any(callee in module(m).defs for m in IDENTITY_MODULES):
                     continue  # handed to the package (read there), or only names a run
             reads.add(read)  # a value, a section used whole, or the config used whole
     return {r for r in reads if r.split(".")[0] not in IDENTITY_SECTIONS}

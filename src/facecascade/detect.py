@@ -96,7 +96,7 @@ def calibrate_boxes(boxes: np.ndarray, dcfg: DetectConfig) -> np.ndarray:
     moved by ``shift_*`` times each box's side ``sqrt(w * h)``.
 
     >>> calibrate_boxes(np.array([[0., 0., 100., 100.]]),
-    ...                 DetectConfig(scale=0.9, shift_x=0.1)).tolist()
+    ...                 DetectConfig(scale=0.9, shift_x=0.1, shift_y=0.0)).tolist()
     [[15.0, 5.0, 105.0, 95.0]]
     """
     frames = face_frame(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), dcfg.scale)

@@ -95,7 +95,7 @@ def test_train_level_all_nets(ray_session: None, tmp_path: Path) -> None:
                               storage_path=tmp_path / "ray")
     wall = time.perf_counter() - t0
     print(f"\nlevel 2, {len(nets)} nets: {wall:.1f} s wall, concurrency {result.concurrency}, "
-          f"Train {result.train_api}; per job "
+          "per job "
           + ", ".join(f"{j.net} {j.seconds:.1f}s" for j in result.jobs.values()))
     assert list(result.jobs) == nets
     for net, job in result.jobs.items():

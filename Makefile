@@ -2,6 +2,7 @@
 #   make demo  - fresh clone -> venv -> procedural data -> dvc repro (3 levels on Ray, MLflow,
 #                registry) -> metrics table -> prediction on an example image (annotated PNG)
 #   make test  - fresh clone -> venv -> pytest
+#   make bench - benchmark figures into bench/results/ (FACECASCADE_DATA=DIR adds a real set)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv demo test lint clean-outputs
+.PHONY: venv demo test lint bench clean-outputs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +34,9 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check src pipeline tests bench
+
+bench: venv
+	$(BIN)/python bench/level_overhead.py --data synth
+	@if [ -n "$$FACECASCADE_DATA" ]; then \
+		$(BIN)/python bench/level_overhead.py --data "$$FACECASCADE_DATA"; \
+	else echo "FACECASCADE_DATA unset: no real-data level overhead"; fi

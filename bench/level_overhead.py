@@ -24,8 +24,8 @@ It measures, in one run (so the ratios share the machine's load):
 and prints each figure beside its goal: the level's wall time at most 1.25 x (sum of
 the plain loop / cores), each net's samples/s under Ray at least 0.9 x the plain loop's.
 
-    python bench/level_overhead.py --data synth --out bench/results/level_overhead_demo.json
-    python bench/level_overhead.py --data DIR --out bench/results/level_overhead_mtfl.json
+    python bench/level_overhead.py --data synth   # -> bench/results/level_overhead_demo.json
+    python bench/level_overhead.py --data DIR     # -> bench/results/level_overhead_{DIR name}.json
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def main() -> int:
                     help="noise of the stand-in previous level, inter-ocular distances")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--work", help="table cache (default outputs/bench/level{L}-{data})")
-    ap.add_argument("--out", default=str(ROOT / "bench/results/level_overhead_demo.json"))
+    ap.add_argument("--out", help="JSON (default bench/results/level_overhead_{data}.json)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="params override, e.g. resources.cpus_per_net=1.0")
     ap.add_argument("--tables-only", action="store_true", help="cut the tables and stop")
@@ -206,6 +206,7 @@ def main() -> int:
     cfg = load_config(args.params, overrides)
     name = "demo" if args.data == "synth" else Path(args.data).name
     work = Path(args.work or ROOT / f"outputs/bench/level{args.level}-{name}")
+    out = Path(args.out or ROOT / f"bench/results/level_overhead_{name}.json")
     crops = build_tables(args, cfg, work)
     if args.tables_only:
         return 0
@@ -222,7 +223,7 @@ def main() -> int:
           f"jobs {fig['sum_of_job_s']:.1f} s; samples/s under Ray / plain: median "
           f"{fig['samples_per_s_ratio_median']:.2f}, min {fig['samples_per_s_ratio_min']:.2f} "
           f"(goal >= {RATE_GOAL})")
-    write_json_atomic(fig, args.out)
+    write_json_atomic(fig, out)
     return 0
 
 

@@ -4,18 +4,21 @@
 gives it its batch sources and an ``on_epoch`` callback that writes the checkpoint
 dict and reports it.
 
-One job per network: a Ray Train (V2) ``TorchTrainer`` with one worker (the nets are
-tiny, data parallelism would gain nothing) sized by ``params.yaml: resources``. The
-jobs of a level are launched together, each ``trainer.fit()`` in its own zero-CPU Ray
-task (cancelled, with its trainer, if the driver is interrupted), at most
-``resources.max_concurrent`` at a time (0: as many as the cluster fits, i.e.
-``floor(cluster CPUs / cpus_per_net)``, and likewise for GPUs): launching more than
-fit only parks idle processes waiting for resources. A job's fixed costs (its
-controller and worker processes) are paid once per job, never per epoch.
+Jobs. A level runs as few Ray Train (V2) ``TorchTrainer`` jobs as the cluster fits at
+once: ``resources.max_concurrent``, or 0 for ``floor(cluster CPUs / cpus_per_net)``
+(likewise for GPUs). Each job has one worker (the nets are tiny, data parallelism
+would gain nothing) sized by ``cpus_per_net`` / ``gpus_per_net``, and trains its share
+of the level's nets one after another (:func:`deal`: about equal table bytes per
+job). A trainer's fixed cost (a controller and worker processes with their imports)
+is then paid once per job rather than once per net, and never per epoch; with
+``max_concurrent`` at least the number of nets, every net has a job of its own. Each
+job's ``trainer.fit()`` runs in a zero-CPU Ray task, cancelled with its trainer if the
+driver is interrupted. Each net keeps its own outcome: a net whose training raises
+fails alone, and the next net of its job trains.
 
-Data. The driver reads each job's crop tables once and puts their columns in the
+Data. The driver reads each net's crop tables once and puts their columns in the
 object store; the worker trains on them in memory (:class:`~facecascade.train.ArrayBatches`),
-so an epoch costs only its training. A job whose tables are larger than
+so an epoch costs only its training. A net whose tables are larger than
 ``in_memory_max_bytes`` (uncompressed, from the Parquet metadata) streams them
 instead: ``ray.data.read_parquet`` and ``get_dataset_shard(...).iter_batches`` with a
 bounded local shuffle buffer, so a table larger than memory still trains. Its read
@@ -24,19 +27,19 @@ tasks that wait for one would deadlock the level), which Ray Data's V1 Parquet
 source honours and its V2 source does not.
 
 Fault tolerance. ``FailureConfig(max_failures=resources.max_failures)``: a worker that
-dies is restarted and resumes from its last reported checkpoint (the exact
-``fit_one`` state, plus a small ``meta.json`` with the per-epoch history, restart
-count and the first start time). The last report carries a checkpoint whose state
-holds the best weights; the launching task returns them with the history, and the
-driver re-scores them on the net's own validation table before it writes
-``out_dir/{net}.pt`` and ``out_dir/{net}.history.json``.
+dies is restarted and resumes from its last reported checkpoint: the exact ``fit_one``
+state of the net in training, the best weights of the nets already trained, and a
+small ``meta.json`` with every net's per-epoch history, restart count and start
+time. The launching task returns the weights and histories from the last checkpoint,
+and the driver re-scores each net's weights on its own validation table before it
+writes ``out_dir/{net}.pt`` and ``out_dir/{net}.history.json``.
 
-Run names are ``f"{run_name}-{net}"`` under ``storage_path`` (absolute; on a
-multi-node cluster it must be storage every node sees). With ``restore=True`` a job
-whose run directory exists continues it (Ray Train resumes a run of the same name and
-storage from its latest checkpoint: a crashed stage re-run with the same ``run_name``
-resumes); otherwise an existing run directory of that name is removed first, so a
-re-run starts clean.
+Run names are ``f"{run_name}-{net}-{net}..."`` (a job's nets) under ``storage_path``
+(absolute; on a multi-node cluster it must be storage every node sees). With
+``restore=True`` a job whose run directory exists continues it (Ray Train resumes a
+run of the same name and storage from its latest checkpoint: a crashed stage re-run
+with the same ``run_name`` and resources resumes); otherwise an existing run directory
+of that name is removed first, so a re-run starts clean.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ TRAIN_V2_ENV = "RAY_TRAIN_V2_ENABLED"
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
+WEIGHTS_SUFFIX = ".best.pt"
 COLUMNS = ("pixels", "target", "win_wh", "iod")
 #: rows per validation batch (the NME does not depend on it)
 VAL_BATCH = 1024
@@ -115,8 +119,8 @@ class JobResult:
     best_val_nme, best_epoch : float, int or None
         Best validation NME and its 1-based epoch (``None`` if the job failed early).
     start, end : float or None
-        Epoch seconds measured inside the worker: first line of the first attempt,
-        and after training finished.
+        Epoch seconds measured inside the worker: when the net's training began (for
+        the first net of a job, the worker's first line) and ended.
     seconds : float or None
         ``end - start``.
     restarts : int
@@ -132,11 +136,12 @@ class JobResult:
     weights_path, history_path : str or None
         Files written by the driver (absolute paths).
     run_path : str
-        Ray Train run directory of the job (checkpoints, logs).
+        Ray Train run directory of the net's job (checkpoints, logs).
     params : dict
         Everything the job was run with: ``train`` (TrainConfig fields), ``resources``,
         ``seed``, ``local_share``, ``level``, ``train_table``, ``val_table``, ``data``
-        (``"object store"`` or ``"parquet stream"``, see the module docstring).
+        (``"object store"`` or ``"parquet stream"``, see the module docstring),
+        ``run_name`` and ``job_nets`` (the nets of its job, in training order).
     """
 
     net: str
@@ -182,7 +187,7 @@ class LevelResult:
     start, end : float
         Epoch seconds in the driver around the whole level.
     concurrency : int
-        Jobs allowed to run at once.
+        Jobs the level ran as, all at once.
     """
 
     level: int
@@ -298,90 +303,123 @@ def _shard_source(name: str, batch_size: int, shuffle_buffer: int | None,
     return source
 
 
-def _batch_sources(config: Mapping[str, Any], batch_size: int) -> tuple[Any, Any]:
-    """(train, val) batch sources of a job: its tables in the object store, or streamed."""
+def _batch_sources(config: Mapping[str, Any], net: str, batch_size: int) -> tuple[Any, Any]:
+    """(train, val) batch sources of ``net``: its tables in the object store, or streamed."""
     import ray
 
     from facecascade.train import ArrayBatches
 
-    data = config["data"]
+    data = config["data"][net]
     if data["mode"] == "stream":
-        return (_shard_source("train", batch_size, config["shuffle_buffer"], config["seed"]),
-                _shard_source("val", VAL_BATCH, None, config["seed"]))
+        return (_shard_source(f"{net}.train", batch_size, config["shuffle_buffer"],
+                              config["seed"]),
+                _shard_source(f"{net}.val", VAL_BATCH, None, config["seed"]))
     train, val = ray.get([data["train"], data["val"]])
     return (ArrayBatches(train, batch_size, shuffle=True, seed=config["seed"]),
             ArrayBatches(val, VAL_BATCH, shuffle=False, seed=0))
 
 
+def _new_meta(net: str) -> dict[str, Any]:
+    return {"net": net, "status": None, "start": None, "end": None, "restarts": 0,
+            "attempt_starts": [], "history": [], "error": None}
+
+
 def _train_worker(config: dict[str, Any]) -> None:
-    """Per-worker function of one job: resume if asked, ``fit_one``, report each epoch."""
+    """Per-worker function of one job: train its nets one after another, report each epoch.
+
+    Every report's checkpoint holds ``meta.json`` (every net's history and outcome,
+    and which net is in training), that net's exact ``fit_one`` state and the best
+    weights of the nets already trained; a restarted worker resumes from it. A net
+    whose training raises is recorded as failed and the worker goes on to the next.
+    """
     start = time.time()
     import ray.train
+    import torch
 
     from facecascade import train as tr
     from facecascade.config import TrainConfig
 
-    net = config["net"]
     tcfg = TrainConfig(**config["train"])
     hook = config.get("hook")
-
-    meta: dict[str, Any] = {"net": net, "start": start, "restarts": 0, "attempt_starts": [],
-                            "history": [], "done": False}
+    metas = {net: _new_meta(net) for net in config["nets"]}
+    best: dict[str, Any] = {}
+    now: dict[str, Any] = {"net": None}  # the net in training, if any
     resume = None
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            resume = tr.load_checkpoint(Path(d) / STATE_FILE)
-            meta = json.loads((Path(d) / META_FILE).read_text(encoding="utf-8"))
-        if meta.get("done"):
-            return  # restored a finished run: its last checkpoint is already the final one
-        meta["restarts"] += 1
-        logger.warning("%s: resuming after epoch %s (restart %d)", net, resume["epoch"],
-                       meta["restarts"])
-    meta["attempt_starts"].append(start)
+            metas, now["net"], best = _read_checkpoint(Path(d))
+            if now["net"] is not None:
+                resume = tr.load_checkpoint(Path(d) / STATE_FILE)
+                metas[now["net"]]["restarts"] += 1
+                logger.warning("%s: resuming after epoch %s (restart %d)", now["net"],
+                               resume["epoch"], metas[now["net"]]["restarts"])
 
-    def report(metrics: Mapping[str, Any], state: Mapping[str, Any]) -> None:
-        with tempfile.TemporaryDirectory(prefix=f"fc-{net}-") as tmp:
-            tr.save_checkpoint(state, Path(tmp) / STATE_FILE)
-            (Path(tmp) / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+    def report(metrics: Mapping[str, Any], state: Mapping[str, Any] | None) -> None:
+        with tempfile.TemporaryDirectory(prefix="fc-ckpt-") as tmp:
+            if state is not None:
+                tr.save_checkpoint(state, Path(tmp) / STATE_FILE)
+            for net, weights in best.items():
+                torch.save(weights, Path(tmp) / f"{net}{WEIGHTS_SUFFIX}")
+            (Path(tmp) / META_FILE).write_text(json.dumps({"nets": metas, "net": now["net"]}),
+                                               encoding="utf-8")
             scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))}
             ray.train.report(scalars, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-    def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
-        record = {**metrics, "time": time.time(), "attempt": meta["restarts"]}
-        meta["history"].append(record)
-        report({**record, "restarts": meta["restarts"]}, state)
-        if hook is not None:
-            hook(net, record)
+    for net in config["nets"]:
+        meta = metas[net]
+        if meta["status"] is not None:
+            continue  # trained before a restart
+        meta["start"] = meta["start"] or start  # the first net carries the worker's start
+        meta["attempt_starts"].append(start)
+        now["net"] = net
 
-    train_src, val_src = _batch_sources(config, tcfg.batch_size)
-    fit = tr.fit_one(net, train_src, val_src, tcfg, seed=config["seed"],
-                     local_share=config["local_share"], resume=resume, on_epoch=on_epoch,
-                     log_every=0, threads=config["torch_threads"])
-    end = time.time()
-    meta.update(done=True, end=end, best_val_nme=fit.best_val_nme, best_epoch=fit.best_epoch,
-                epochs_run=fit.epochs_run, stopped_early=fit.stopped_early)
-    # the final report: its checkpoint holds the best weights and the complete meta
-    final_state = {"format": tr.CHECKPOINT_FORMAT, "name": net, "best_state": fit.state_dict,
-                   "final": True}
-    report({"final": 1, "end": end, "restarts": meta["restarts"],
-            "best_val_nme": fit.best_val_nme, "best_epoch": fit.best_epoch}, final_state)
+        def on_epoch(metrics: dict[str, Any], state: dict[str, Any], net: str = net,
+                     meta: dict[str, Any] = meta) -> None:
+            record = {**metrics, "time": time.time(), "attempt": meta["restarts"]}
+            meta["history"].append(record)
+            report({**record, "restarts": meta["restarts"]}, state)
+            if hook is not None:
+                hook(net, record)
+
+        try:
+            train_src, val_src = _batch_sources(config, net, tcfg.batch_size)
+            fit = tr.fit_one(net, train_src, val_src, tcfg, seed=config["seed"],
+                             local_share=config["local_share"], resume=resume,
+                             on_epoch=on_epoch, log_every=0, threads=config["torch_threads"])
+        except Exception as exc:  # noqa: BLE001 - one net's failure is its own
+            meta.update(status="failed", error=_error_text(exc))
+        else:
+            best[net] = fit.state_dict
+            meta.update(status="ok", best_val_nme=fit.best_val_nme, best_epoch=fit.best_epoch,
+                        epochs_run=fit.epochs_run, stopped_early=fit.stopped_early)
+        meta["end"] = start = time.time()
+        now["net"], resume = None, None
+        # this net's outcome in a checkpoint: a restart does not train it again
+        report({"final": 1, "end": meta["end"]}, None)
 
 
 # --------------------------------------------------------------------------- launcher task
 
 
-def _read_final(checkpoint: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """(best weights, meta) from a job's latest checkpoint, or (None, meta) mid-training."""
+def _read_checkpoint(d: Path) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
+    """(every net's meta, the net in training or None, finished nets' best weights)."""
     import torch
 
-    if checkpoint is None:
-        return None, None
-    with checkpoint.as_directory() as d:
-        meta = json.loads((Path(d) / META_FILE).read_text(encoding="utf-8"))
-        state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location="cpu")
-    weights = state.get("best_state") if meta.get("done") else None
-    return weights, meta
+    saved = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+    weights = {net: torch.load(d / f"{net}{WEIGHTS_SUFFIX}", weights_only=True,
+                               map_location="cpu")
+               for net, meta in saved["nets"].items() if meta["status"] == "ok"}
+    return saved["nets"], saved["net"], weights
+
+
+def _latest_checkpoint(run_path: str) -> Path | None:
+    """The newest checkpoint directory under a local run directory."""
+    if _is_uri(run_path):
+        return None
+    metas = sorted(Path(run_path).glob(f"**/checkpoint_*/{META_FILE}"),
+                   key=lambda p: p.stat().st_mtime)
+    return metas[-1].parent if metas else None
 
 
 def _error_text(exc: BaseException) -> str:
@@ -396,7 +434,7 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _parquet_datasets(job: Mapping[str, Any]) -> dict[str, Any]:
-    """The job's tables as Ray Datasets, for the streaming path (module docstring)."""
+    """The streamed tables of a job's nets as Ray Datasets (module docstring)."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
@@ -406,30 +444,34 @@ def _parquet_datasets(job: Mapping[str, Any]) -> dict[str, Any]:
     # CPU (ray_remote_args do not reach it): with every CPU held by trainers it never
     # runs and the level hangs; the V1 source reads in one step that honours them
     ctx.use_datasource_v2 = False
-    return {split: ray.data.read_parquet(job[f"{split}_table"], ray_remote_args={"num_cpus": 0})
+    return {f"{net}.{split}": ray.data.read_parquet(job["tables"][net][split],
+                                                    ray_remote_args={"num_cpus": 0})
+            for net, data in job["loop_config"]["data"].items() if data["mode"] == "stream"
             for split in ("train", "val")}
 
 
 def _run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Body of the zero-CPU Ray task of one network: build the trainer, fit, read back."""
+    """Body of the zero-CPU Ray task of one job: build the trainer, fit, read back.
+
+    Returns ``{net: {"status", "meta", "weights", "error"}}`` for every net of the job.
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    net = job["net"]
     run_path = f"{job['storage_path'].rstrip('/')}/{job['name']}"
-    out: dict[str, Any] = {"net": net, "run_path": run_path}
+    res = job["resources"]
+    resources = {"CPU": res["cpus_per_net"]}
+    if res["gpus_per_net"] > 0:
+        resources["GPU"] = res["gpus_per_net"]
+    error = None
     try:
-        res = job["resources"]
-        resources = {"CPU": res["cpus_per_net"]}
-        if res["gpus_per_net"] > 0:
-            resources["GPU"] = res["gpus_per_net"]
         trainer_kw: dict[str, Any] = {}
-        if job["loop_config"]["data"]["mode"] == "stream":
+        datasets = _parquet_datasets(job)
+        if datasets:
             from ray.data import ExecutionOptions
 
-            trainer_kw = {"datasets": _parquet_datasets(job),
-                          "dataset_config": ray.train.DataConfig(
-                              execution_options=ExecutionOptions(preserve_order=True))}
+            trainer_kw = {"datasets": datasets, "dataset_config": ray.train.DataConfig(
+                execution_options=ExecutionOptions(preserve_order=True))}
         trainer = TorchTrainer(
             _train_worker, train_loop_config=job["loop_config"],
             scaling_config=ray.train.ScalingConfig(
@@ -441,27 +483,24 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
             **trainer_kw)
         result = trainer.fit()
-        weights, meta = _read_final(result.checkpoint)
-        if weights is None:
-            raise RuntimeError("training ended without a final checkpoint")
-        out.update(status="ok", weights=weights, meta=meta)
-    except Exception as exc:  # noqa: BLE001 - every failure is reported per network
-        out.update(status="failed", error=_error_text(exc), meta=_last_meta(run_path))
+        if result.checkpoint is None:
+            raise RuntimeError("training ended without a checkpoint")
+        with result.checkpoint.as_directory() as d:
+            metas, _, weights = _read_checkpoint(Path(d))
+    except Exception as exc:  # noqa: BLE001 - the nets it did not finish fail with it
+        error = _error_text(exc)
+        latest = _latest_checkpoint(run_path)
+        metas, _, weights = _read_checkpoint(latest) if latest else ({}, None, {})
+    out = {}
+    for net in job["loop_config"]["nets"]:
+        meta = metas.get(net) or {}
+        if meta.get("status") == "ok":
+            out[net] = {"status": "ok", "meta": meta, "weights": weights[net],
+                        "run_path": run_path}
+        else:
+            out[net] = {"status": "failed", "meta": meta, "run_path": run_path,
+                        "error": meta.get("error") or error or "not trained"}
     return out
-
-
-def _last_meta(run_path: str) -> dict[str, Any] | None:
-    """Meta of the newest checkpoint under a local run directory (history of a failed job)."""
-    if _is_uri(run_path):
-        return None
-    metas = sorted(Path(run_path).glob(f"**/checkpoint_*/{META_FILE}"),
-                   key=lambda p: p.stat().st_mtime)
-    if not metas:
-        return None
-    try:
-        return json.loads(metas[-1].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 # --------------------------------------------------------------------------- driver side
@@ -507,8 +546,9 @@ def _named(path: str, read: Callable[[str], Any]) -> Any:
         raise ValueError(f"{path}: {type(exc).__name__}: {exc}") from None
 
 
-def _job_data(train_table: str, val_table: str, limit: float) -> tuple[dict[str, Any], Any]:
-    """A job's ``data`` spec and its val columns (``None`` when streaming).
+def _job_data(train_table: str, val_table: str, limit: float,
+              ) -> tuple[dict[str, Any], Any, int]:
+    """A net's ``data`` spec, its val columns (``None`` when streaming), its tables' bytes.
 
     Tables up to ``limit`` bytes together go to the object store; larger ones stream.
     Raises ``ValueError`` naming the file for a table that cannot be read.
@@ -517,11 +557,31 @@ def _job_data(train_table: str, val_table: str, limit: float) -> tuple[dict[str,
 
     from facecascade.crops import read_crop_table
 
-    if _named(train_table, table_bytes) + _named(val_table, table_bytes) > limit:
-        return {"mode": "stream"}, None
+    size = _named(train_table, table_bytes) + _named(val_table, table_bytes)
+    if size > limit:
+        return {"mode": "stream"}, None, size
     train = _named(train_table, read_crop_table)
     val = _named(val_table, read_crop_table)
-    return {"mode": "memory", "train": ray.put(train), "val": ray.put(val)}, val
+    return {"mode": "memory", "train": ray.put(train), "val": ray.put(val)}, val, size
+
+
+def deal(costs: Mapping[str, float], slots: int) -> list[list[str]]:
+    """Nets dealt to at most ``slots`` jobs of about equal total cost.
+
+    Largest first, each to the job with the least cost so far; within a job the
+    nets keep their order in ``costs``.
+
+    >>> deal({"F1": 5.0, "EN1": 4.0, "NM1": 4.0}, 2)
+    [['F1'], ['EN1', 'NM1']]
+    >>> deal({"a": 1, "b": 1, "c": 1, "d": 1}, 2)
+    [['a', 'c'], ['b', 'd']]
+    """
+    order = list(costs)
+    loads: list[tuple[float, list[str]]] = [(0.0, []) for _ in range(min(slots, len(order)))]
+    for net in sorted(order, key=lambda n: -costs[n]):
+        i = min(range(len(loads)), key=lambda k: loads[k][0])
+        loads[i] = (loads[i][0] + costs[net], loads[i][1] + [net])
+    return [sorted(nets, key=order.index) for _, nets in loads]
 
 
 def _check_returned_weights(net: str, weights: Mapping[str, Any], meta: Mapping[str, Any],
@@ -606,7 +666,7 @@ def train_level(
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     epoch_hook: EpochHook | None = None,
 ) -> LevelResult:
-    """Train the networks of ``level`` concurrently, one Ray Train job each.
+    """Train the networks of ``level`` in concurrent Ray Train jobs (module docstring).
 
     Connects to Ray first if needed (:func:`connect`).
 
@@ -624,8 +684,8 @@ def train_level(
         ``cfg.level(level).train`` for the loop, ``cfg.resources`` for the jobs,
         ``cfg.level1.model.local_share`` for level 1.
     run_name : str
-        Prefix of the Ray Train run names (``f"{run_name}-{net}"``); keep it free of
-        timestamps so a re-run with ``restore=True`` finds its runs again.
+        Prefix of the Ray Train run names (``f"{run_name}-{net}-..."``); keep it free
+        of timestamps so a re-run with ``restore=True`` finds its runs again.
     storage_path : path
         Ray Train storage (made absolute; shared storage on a multi-node cluster).
     nets : sequence of str, optional
@@ -633,7 +693,7 @@ def train_level(
     restore : bool
         Continue existing runs of the same names instead of starting afresh.
     in_memory_max_bytes : float, optional
-        A job whose two tables hold more bytes (uncompressed) streams them from
+        A net whose two tables hold more bytes (uncompressed) streams them from
         Parquet instead of training from the object store. Default: the share
         :data:`OBJECT_STORE_SHARE` of the cluster's object store, divided among the
         jobs that run at once.
@@ -684,62 +744,70 @@ def train_level(
         in_memory_max_bytes = OBJECT_STORE_SHARE * store / limit
 
     t0, wall0 = time.perf_counter(), time.time()
-    jobs: dict[str, dict[str, Any]] = {}
+    params: dict[str, dict[str, Any]] = {}
+    data: dict[str, dict[str, Any]] = {}
     vals: dict[str, Any] = {}
+    sizes: dict[str, int] = {}
     raw: dict[str, dict[str, Any]] = {}
     for net in chosen:
-        name = f"{run_name}-{net}"
+        params[net] = {"level": level, "net": net, "train": dataclasses.asdict(tcfg),
+                       "resources": resources, "seed": cfg.resources.seed,
+                       "local_share": local_share, "train_table": f"{crops}/{net}.train.parquet",
+                       "val_table": f"{crops}/{net}.val.parquet", "data": None,
+                       "run_name": None, "job_nets": None}
+        try:
+            data[net], vals[net], sizes[net] = _job_data(
+                params[net]["train_table"], params[net]["val_table"], in_memory_max_bytes)
+        except ValueError as exc:  # unreadable table: this net fails, the others train
+            raw[net] = {"status": "failed", "error": str(exc)}
+            continue
+        params[net]["data"] = "object store" if data[net]["mode"] == "memory" \
+            else "parquet stream"
+
+    jobs = []
+    for group in deal(sizes, limit):
+        name = f"{run_name}-{'-'.join(group)}"
         old_run = Path(storage) / name
         if not restore and not _is_uri(storage) and old_run.exists():
-            logger.info("%s: removing the previous run directory %s", net, old_run)
+            logger.info("removing the previous run directory %s", old_run)
             shutil.rmtree(old_run)
-        params = {"level": level, "net": net, "train": dataclasses.asdict(tcfg),
-                  "resources": resources, "seed": cfg.resources.seed,
-                  "local_share": local_share, "run_name": name,
-                  "train_table": f"{crops}/{net}.train.parquet",
-                  "val_table": f"{crops}/{net}.val.parquet", "data": None}
-        jobs[net] = {"net": net, "name": name, "storage_path": storage, "params": params,
-                     "train_table": params["train_table"], "val_table": params["val_table"],
-                     "resources": resources}
-        try:
-            data, vals[net] = _job_data(params["train_table"], params["val_table"],
-                                        in_memory_max_bytes)
-        except ValueError as exc:  # unreadable table: this net fails, the others train
-            raw[net] = {"net": net, "status": "failed", "error": str(exc)}
-            continue
-        params["data"] = "object store" if data["mode"] == "memory" else "parquet stream"
-        jobs[net]["loop_config"] = {
-            "net": net, "train": dataclasses.asdict(tcfg), "seed": cfg.resources.seed,
-            "local_share": local_share, "torch_threads": cfg.resources.torch_threads,
-            "shuffle_buffer": shuffle_buffer, "hook": epoch_hook, "data": data}
+        for net in group:
+            params[net].update(run_name=name, job_nets=group)
+        jobs.append({"name": name, "storage_path": storage, "resources": resources,
+                     "tables": {net: {"train": params[net]["train_table"],
+                                      "val": params[net]["val_table"]} for net in group},
+                     "loop_config": {
+                         "nets": group, "train": dataclasses.asdict(tcfg),
+                         "seed": cfg.resources.seed, "local_share": local_share,
+                         "torch_threads": cfg.resources.torch_threads,
+                         "shuffle_buffer": shuffle_buffer, "hook": epoch_hook,
+                         "data": {net: data[net] for net in group}}})
 
     remote = ray.remote(num_cpus=0, max_retries=0)(_run_job)
-    logger.info("level %d: %d job(s), %d at a time", level, len(jobs), limit)
-    pending = [net for net in chosen if net not in raw]
-    running: dict[Any, str] = {}
+    logger.info("level %d: %d net(s) in %d job(s): %s", level, len(sizes), len(jobs),
+                "; ".join(", ".join(j["loop_config"]["nets"]) for j in jobs))
+    running = {remote.options(name=f"train-{job['name']}").remote(job): job for job in jobs}
     try:
-        while pending or running:
-            while pending and len(running) < limit:
-                net = pending.pop(0)
-                ref = remote.options(name=f"train-{jobs[net]['name']}").remote(jobs[net])
-                running[ref] = net
+        while running:
             done, _ = ray.wait(list(running), num_returns=1)
             for ref in done:
-                net = running.pop(ref)
+                job = running.pop(ref)
                 try:
-                    raw[net] = ray.get(ref)
+                    raw.update(ray.get(ref))
                 except Exception as exc:  # noqa: BLE001 - the launching task itself died
-                    raw[net] = {"net": net, "status": "failed", "error": _error_text(exc)}
-                logger.info("level %d: %s %s", level, net, raw[net]["status"])
+                    raw.update({net: {"status": "failed", "error": _error_text(exc)}
+                                for net in job["loop_config"]["nets"]})
+                logger.info("level %d: %s", level, ", ".join(
+                    f"{net} {raw[net]['status']}" for net in job["loop_config"]["nets"]))
     finally:
         for ref in running:  # interrupted: stop the jobs still running (their actors follow)
             ray.cancel(ref, force=True)
     seconds = time.perf_counter() - t0
 
-    results = {net: _job_result(net, raw[net], jobs[net]["params"], out_dir, vals.get(net))
+    results = {net: _job_result(net, raw[net], params[net], out_dir, vals.get(net))
                for net in chosen}
     level_result = LevelResult(level=level, jobs=results, seconds=seconds, start=wall0,
-                               end=time.time(), concurrency=limit)
+                               end=time.time(), concurrency=len(jobs))
     if level_result.failed:
         raise LevelTrainingError(level_result.failed, level_result)
     return level_result

@@ -448,6 +448,21 @@ def config_from_dict(mapping: Mapping[str, Any]) -> Config:
     return _build(Config, mapping, "")
 
 
+def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The YAML mapping in ``path`` (empty file: ``{}``); a :class:`ConfigError` naming the
+    file and ``what`` it is for a missing file, bad YAML or a top level that is no mapping."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return raw
+
+
 def load_config(path: str | Path = "params.yaml",
                 overrides: Mapping[str, Any] | None = None) -> Config:
     """Load ``params.yaml`` into a validated :class:`Config`.
@@ -459,14 +474,7 @@ def load_config(path: str | Path = "params.yaml",
     'load_config'
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: params file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+    raw = read_mapping(path, "params file")
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")

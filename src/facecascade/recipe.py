@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .config import Config, ConfigError, config_from_dict
+from .config import Config, ConfigError, config_from_dict, read_mapping
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -56,14 +56,7 @@ def load_recipe(path: str | Path, base: Config | None = None) -> dict[str, Any]:
     by default the built-in defaults, must load).
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: recipe not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+    raw = read_mapping(path, "recipe")
     try:
         config_from_dict(_merge((base or Config()).to_dict(), raw))
     except ConfigError as exc:

@@ -162,6 +162,7 @@ def test_registered_version_has_lineage_and_predicts(project, tmp_path):
         assert pts.shape == (1, 10) and np.isfinite(pts).all()
     finally:
         mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
         os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 

@@ -91,9 +91,11 @@ def test_champion_is_served_by_the_tracking_server(project, server):
     assert not (proj / "mlflow.db").exists() and not (proj / "mlruns").exists()
     import mlflow
 
+    # both URIs: an earlier test in this process may have left a registry URI set
     mlflow.set_tracking_uri(url)
+    mlflow.set_registry_uri(url)
     try:
-        client = mlflow.MlflowClient()
+        client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
         version = client.get_model_version_by_alias("facecascade", "champion")
         assert version.tags.get("params_hash")
         model = mlflow.pyfunc.load_model("models:/facecascade@champion")
@@ -106,6 +108,7 @@ def test_champion_is_served_by_the_tracking_server(project, server):
         assert pts.shape == (1, 10) and np.isfinite(pts).all()
     finally:
         mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
     # the model's files went through the server into its artifact store
     assert list((root / "artifacts").rglob("manifest.json"))
     assert list((root / "artifacts").rglob("weights.pt"))

@@ -94,3 +94,15 @@ def test_level_accessor():
     assert cfg.level(1) is cfg.level1
     with pytest.raises(ValueError):
         cfg.level(4)
+
+
+def test_a_partial_section_keeps_its_own_defaults():
+    """level2.train without epochs keeps level 2's epochs, not TrainConfig's (level 1's)."""
+    from facecascade.config import Config, config_from_dict
+
+    cfg = config_from_dict({"level2": {"train": {"batch_size": 32}},
+                            "level3": {"crops": {"shakes": 2}}})
+    assert cfg.level2.train.batch_size == 32
+    assert cfg.level2.train.epochs == Config().level2.train.epochs
+    assert cfg.level3.crops.windows == Config().level3.crops.windows
+    assert cfg.level3.crops.shakes == 2

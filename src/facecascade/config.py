@@ -373,13 +373,17 @@ def _to_plain(obj: Any) -> Any:
     return obj
 
 
-def _convert(tp: Any, value: Any, key: str) -> Any:
-    """Convert a YAML value to the annotated type ``tp``, naming ``key`` on failure."""
+def _convert(tp: Any, value: Any, key: str, base: Any = None) -> Any:
+    """Convert a YAML value to the annotated type ``tp``, naming ``key`` on failure.
+
+    ``base`` is the default of a nested section: the keys a partial mapping leaves out
+    take its values (``level2.train`` without ``epochs`` keeps level 2's epochs).
+    """
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key} must be a mapping, not {type(value).__name__}")
-        return _build(tp, value, key)
+        return _build(tp, value, key, base)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, not {type(value).__name__}")
@@ -424,8 +428,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     raise TypeError(f"unsupported config type {tp!r} at {key}")  # pragma: no cover
 
 
-def _build(cls: type, mapping: Mapping[str, Any], prefix: str) -> Any:
+def _build(cls: type, mapping: Mapping[str, Any], prefix: str, base: Any = None) -> Any:
     hints = typing.get_type_hints(cls)
+    base = cls() if base is None else base
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(mapping) - names)
     if unknown:
@@ -433,10 +438,10 @@ def _build(cls: type, mapping: Mapping[str, Any], prefix: str) -> Any:
         raise ConfigError(
             f"unknown key(s) {', '.join(where + k for k in unknown)}; "
             f"allowed: {', '.join(sorted(names))}")
-    kwargs = {}
+    kwargs = {f.name: getattr(base, f.name) for f in dataclasses.fields(cls)}
     for name, value in mapping.items():
         key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _convert(hints[name], value, key)
+        kwargs[name] = _convert(hints[name], value, key, getattr(base, name))
     obj = cls(**kwargs)
     if hasattr(obj, "validate"):
         obj.validate(prefix)

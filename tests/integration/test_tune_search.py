@@ -73,7 +73,9 @@ def test_tune_command_searches_reports_and_logs(tmp_path: Path, monkeypatch, cap
     assert main(["tune", "--crops", "crops", "--out", "tune", "--quiet",
                  "--apply", "params.yaml"]) == 0
     out = capsys.readouterr().out
-    assert "not run again" in out and "applied to params.yaml: level2.train.lr" in out
+    assert "not run again" in out
+    applied_line = next(line for line in out.splitlines() if line.startswith("applied to"))
+    assert applied_line.startswith("applied to params.yaml: ") and "level2.train.lr" in applied_line
     applied = yaml.safe_load(Path("params.yaml").read_text())["level2"]["train"]
     assert {k: applied[k] for k in best["config"]} == best["config"]
     assert applied["batch_size"] == best["config"]["batch_size"]

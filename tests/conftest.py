@@ -21,6 +21,19 @@ def mtfl() -> Path:
     return MTFL
 
 
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """An untrained 3-level cascade artifact directory, shared read-only (copy it to edit)."""
+    import torch
+
+    from facecascade.cascade import Cascade, save_cascade
+
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("model") / "cascade"
+    save_cascade(Cascade.untrained(Config(), levels=3, seed=0), path)
+    return path
+
+
 def with_store(cfg: Config, db: Path, **serve) -> Config:
     """``cfg`` with the SQLite store ``db`` and the given ``serve`` limits."""
     return dataclasses.replace(

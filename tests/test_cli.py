@@ -6,22 +6,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from facecascade.cascade import Cascade, save_cascade
+from facecascade.cascade import Cascade
 from facecascade.cli import main
 from facecascade.config import Config
 from facecascade.inference import XY_COLUMNS
 
 XY = list(XY_COLUMNS)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.set_num_threads(1)
-    path = tmp_path_factory.mktemp("model") / "cascade"
-    save_cascade(Cascade.untrained(Config(), levels=3, seed=0), path)
-    return path
 
 
 @pytest.fixture

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from facecascade.cascade import Cascade, load_cascade, save_cascade
+from facecascade.cascade import load_cascade
 from facecascade.cli import main
-from facecascade.config import Config
 from facecascade.crops import read_crop_table
 from facecascade.train import load_checkpoint
 
@@ -34,18 +33,10 @@ class RunsCode:
         return (os.system, (f"touch '{self.marker}'",))
 
 
-@pytest.fixture(scope="module")
-def good_model(tmp_path_factory):
-    torch.set_num_threads(1)
-    path = tmp_path_factory.mktemp("model") / "cascade"
-    save_cascade(Cascade.untrained(Config(), levels=3, seed=0), path)
-    return path
-
-
 @pytest.fixture
-def model(good_model, tmp_path):
+def model(model_dir, tmp_path):
     path = tmp_path / "cascade"
-    shutil.copytree(good_model, path)
+    shutil.copytree(model_dir, path)
     return path
 
 

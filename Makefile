@@ -52,7 +52,6 @@ lint: venv
 DATA ?= $(FACECASCADE_DATA)
 DATA_NAME = $(notdir $(abspath $(DATA)))
 MODEL ?=
-LEVEL_CROPS ?= outputs/crops/level2
 BENCHES := bench-inference-speed bench-onnx-speed bench-detector-boxes bench-cascade-levels \
            bench-ray-overhead bench-level-overhead bench-accuracy
 
@@ -84,9 +83,9 @@ bench-ray-overhead: $(VENV)/.bench
 	$(BIN)/python bench/ray_overhead.py --quick
 
 bench-level-overhead: $(VENV)/.bench
-	@if [ -d $(LEVEL_CROPS) ]; then \
-		$(BIN)/python bench/level_overhead.py --crops $(LEVEL_CROPS); \
-	else echo "bench-level-overhead: skipped, no $(LEVEL_CROPS) (run make demo first)"; fi
+	$(BIN)/python bench/level_overhead.py --data synth
+	@if [ -n "$(DATA)" ]; then $(BIN)/python bench/level_overhead.py --data $(DATA); \
+	else echo "bench-level-overhead: no DATA, demo tables only"; fi
 
 bench-accuracy: bench-data $(VENV)/.bench
 	@if [ -n "$(MODEL)" ]; then \

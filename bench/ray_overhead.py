@@ -11,7 +11,8 @@ Usage::
 
 ``--quick`` skips the 10-trainer cases. ``--level`` instead times
 :func:`facecascade.orchestration.train_level` on ten tiny blob tables for each
-``--max-concurrent-list`` value (0: as many as the CPUs fit; 10: all launched at once).
+``--max-concurrent-list`` value (0: as many jobs as the CPUs fit, each training its share
+of the nets; 10: one job per net, all launched at once).
 
 The trivial job is one "epoch" of a tiny torch model on random data (the same work
 in a plain loop is timed too), reporting one metric dict with a checkpoint, i.e. the
@@ -223,7 +224,7 @@ def _level_child(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         orch.shutdown()
     jobs = list(res.jobs.values())
-    return {"mode": "level", "train_api": res.train_api, "n": len(nets),
+    return {"mode": "level", "n": len(nets),
             "max_concurrent": args.max_concurrent, "concurrency": res.concurrency,
             "cpus_per_net": args.cpus_per_net, "ray_init_s": round(t_init, 2),
             "level_wall_s": round(res.seconds, 2),

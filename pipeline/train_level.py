@@ -32,7 +32,7 @@ def main() -> None:
     storage = (project / cfg.resources.storage_path).resolve()
     params = dataclasses.asdict(cfg.level(level))
     with tracking.level_run(client, parent, level, params) as run_id:
-        orchestration.connect(cfg)
+        orchestration.connect()
         try:
             with atomic_path(paths["out_dir"], directory=True) as tmp:
                 try:

@@ -1,63 +1,49 @@
 """Train the networks of one cascade level with Ray Train, all of them together.
 
-The only module of the project that imports Ray, and only inside functions.
 :func:`facecascade.train.fit_one` knows nothing of Ray: the per-worker function here
-wraps Ray Data shards as its batch sources and passes an ``on_epoch`` callback that
-writes the checkpoint dict and reports it.
+gives it its batch sources and an ``on_epoch`` callback that writes the checkpoint
+dict and reports it.
 
-One job per network: a ``TorchTrainer`` with one worker (the nets are tiny, data
-parallelism would gain nothing) sized by ``params.yaml: resources``. The jobs of a
-level are launched together, each ``trainer.fit()`` in its own zero-CPU Ray task, at
-most ``resources.max_concurrent`` at a time (0: as many as the cluster fits, i.e.
-``floor(cluster CPUs / cpus_per_net)``, and likewise for GPUs). Launching more than
-fit only parks idle driver processes waiting for resources.
+Jobs. A level runs as few Ray Train (V2) ``TorchTrainer`` jobs as the cluster fits at
+once: ``resources.max_concurrent``, or 0 for ``floor(cluster CPUs / cpus_per_net)``
+(likewise for GPUs). Each job has one worker (the nets are tiny, data parallelism
+would gain nothing) sized by ``cpus_per_net`` / ``gpus_per_net``, and trains its share
+of the level's nets one after another (:func:`deal`: about equal table bytes per
+job). A trainer's fixed cost (a controller and worker processes with their imports)
+is then paid once per job rather than once per net, and never per epoch; with
+``max_concurrent`` at least the number of nets, every net has a job of its own. Each
+job's ``trainer.fit()`` runs in a zero-CPU Ray task, cancelled with its trainer if the
+driver is interrupted. Each net keeps its own outcome: a net whose training raises
+fails alone, and the next net of its job trains.
 
-Data. Each job reads its crop tables ``{net}.train.parquet`` / ``{net}.val.parquet``
-with ``ray.data.read_parquet``; the worker streams them with
-``get_dataset_shard(...).iter_batches`` (a bounded local shuffle buffer for train), so
-a table larger than the worker's memory still trains. Read tasks request no logical
-CPU: the trainers' workers may hold every CPU of a small cluster, and read tasks that
-wait for a CPU deadlock the level. Measured: four trainers on two CPUs hung with Ray
-Data's default (V2) Parquet source, whose ``ListFiles`` step always asks for one CPU
-whatever ``ray_remote_args`` say; the V1 source (``DataContext.use_datasource_v2 =
-False``, set per job) honours them, and re-iterates an epoch of a small table in
-~0.15 s instead of ~2 s. The first epoch pays ~3-7 s of Ray Data start-up. Likewise
-V1 trainers get ``trainer_resources={"CPU": 0}`` (the default 1 CPU per trainer
-would halve the jobs that fit).
+Data. The driver reads each net's crop tables once and puts their columns in the
+object store; the worker trains on them in memory (:class:`~facecascade.train.ArrayBatches`),
+so an epoch costs only its training. A net whose tables are larger than
+``in_memory_max_bytes`` (uncompressed, from the Parquet metadata) streams them
+instead: ``ray.data.read_parquet`` and ``get_dataset_shard(...).iter_batches`` with a
+bounded local shuffle buffer, so a table larger than memory still trains. Its read
+tasks request no logical CPU (the trainers' workers may hold every CPU, and read
+tasks that wait for one would deadlock the level), which Ray Data's V1 Parquet
+source honours and its V2 source does not.
 
 Fault tolerance. ``FailureConfig(max_failures=resources.max_failures)``: a worker that
-dies is restarted and resumes from its last reported checkpoint (the exact
-``fit_one`` state, plus a small ``meta.json`` with the per-epoch history, restart
-count and the first start time). The last report carries a checkpoint whose state
-holds the best weights; the launching task reads it and returns weights and history
-to the driver, which writes ``out_dir/{net}.pt`` and ``out_dir/{net}.history.json``.
+dies is restarted and resumes from its last reported checkpoint: the exact ``fit_one``
+state of the net in training, the best weights of the nets already trained, and a
+small ``meta.json`` with every net's per-epoch history, restart count and start
+time. The launching task returns the weights and histories from the last checkpoint,
+and the driver re-scores each net's weights on its own validation table before it
+writes ``out_dir/{net}.pt`` and ``out_dir/{net}.history.json``.
 
-Train API: V1 (``RAY_TRAIN_V2_ENABLED=0``), chosen by measurement on the 2-core
-development machine (``python bench/ray_overhead.py``, figures in
-``bench/results/ray_overhead.json``). Fixed overhead of a trivial one-worker
-``TorchTrainer``: V1 11-14 s, V2 17-18 s; with Ray Data ingest V1 17 s, V2 23 s; four
-launched together on 2 CPUs V1 58 s, V2 65 s; ten together V1 90 s, V2 143 s (the
-same work in a plain loop: ~1.4 s). Both give ``FailureConfig`` restarts from the last
-checkpoint, which is all this module needs. :func:`connect` sets the variable before
-``ray.train`` is imported (unless the caller set it: an explicit
-``RAY_TRAIN_V2_ENABLED=1`` selects V2, which this module supports as well), and the
-launching tasks carry it in their ``runtime_env`` so every Train process agrees. V1 is
-deprecated upstream; switching is the one environment variable. Launch mode: zero-CPU
-tasks (V1 runs Tune inside ``fit()``, which does not share a process with other fits;
-for V2 tasks and driver threads measured the same, 65 s vs 66 s for four). Capping at
-what the cluster fits vs launching all ten at once: 175 s vs 171 s for a 10-net level
-(``bench/ray_overhead.py --level``), so the cap (fewer idle processes) is the default.
-
-Run names are ``f"{run_name}-{net}"`` under ``storage_path`` (absolute; on a
-multi-node cluster it must be storage every node sees). With ``restore=True`` a job
-whose run directory exists continues it (driver fault tolerance: a crashed stage
-re-run with the same ``run_name`` resumes); otherwise an existing run directory of
-that name is removed first, so a re-run starts clean.
+Run names are ``f"{run_name}-{net}-{net}..."`` (a job's nets) under ``storage_path``
+(absolute; on a multi-node cluster it must be storage every node sees). With
+``restore=True`` a job whose run directory exists continues it (Ray Train resumes a
+run of the same name and storage from its latest checkpoint: a crashed stage re-run
+with the same ``run_name`` and resources resumes); otherwise an existing run directory
+of that name is removed first, so a re-run starts clean.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import logging
@@ -77,16 +63,19 @@ from facecascade.nets import level_nets
 
 logger = logging.getLogger(__name__)
 
-#: environment variable that selects Ray Train's API (read when ``ray.train`` is imported)
+#: set to a false value, selects Ray Train's deprecated V1 API, which this module refuses
 TRAIN_V2_ENV = "RAY_TRAIN_V2_ENABLED"
-#: the API used unless the caller set :data:`TRAIN_V2_ENV` (``"0"``: V1, see module docstring)
-DEFAULT_TRAIN_V2 = "0"
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
+WEIGHTS_SUFFIX = ".best.pt"
 COLUMNS = ("pixels", "target", "win_wh", "iod")
-#: rows in the worker's local shuffle buffer (bounded memory; the crop tables' row group)
+#: rows per validation batch (the NME does not depend on it)
+VAL_BATCH = 1024
+#: rows in the worker's local shuffle buffer when streaming (bounded memory; a row group)
 DEFAULT_SHUFFLE_BUFFER = 8192
+#: of the cluster's object store, the share the jobs running at once may fill with tables
+OBJECT_STORE_SHARE = 0.5
 
 #: ``hook(net, record)`` called in the worker after each epoch's report (tests, probes)
 EpochHook = Callable[[str, dict[str, Any]], None]
@@ -130,8 +119,8 @@ class JobResult:
     best_val_nme, best_epoch : float, int or None
         Best validation NME and its 1-based epoch (``None`` if the job failed early).
     start, end : float or None
-        Epoch seconds measured inside the worker: first line of the first attempt,
-        and after training finished.
+        Epoch seconds measured inside the worker: when the net's training began (for
+        the first net of a job, the worker's first line) and ended.
     seconds : float or None
         ``end - start``.
     restarts : int
@@ -147,10 +136,12 @@ class JobResult:
     weights_path, history_path : str or None
         Files written by the driver (absolute paths).
     run_path : str
-        Ray Train run directory of the job (checkpoints, logs).
+        Ray Train run directory of the net's job (checkpoints, logs).
     params : dict
         Everything the job was run with: ``train`` (TrainConfig fields), ``resources``,
-        ``seed``, ``local_share``, ``level``, ``train_table``, ``val_table``, ``train_api``.
+        ``seed``, ``local_share``, ``level``, ``train_table``, ``val_table``, ``data``
+        (``"object store"`` or ``"parquet stream"``, see the module docstring),
+        ``run_name`` and ``job_nets`` (the nets of its job, in training order).
     """
 
     net: str
@@ -196,9 +187,7 @@ class LevelResult:
     start, end : float
         Epoch seconds in the driver around the whole level.
     concurrency : int
-        Jobs allowed to run at once.
-    train_api : str
-        ``"v1"`` or ``"v2"``.
+        Jobs the level ran as, all at once.
     """
 
     level: int
@@ -207,7 +196,6 @@ class LevelResult:
     start: float
     end: float
     concurrency: int
-    train_api: str
 
     @property
     def failed(self) -> dict[str, str]:
@@ -222,39 +210,12 @@ class LevelResult:
 # --------------------------------------------------------------------------- session
 
 
-def _select_train_api() -> str:
-    """Set :data:`TRAIN_V2_ENV` for this process before ``ray.train`` is imported.
-
-    Returns the value in force. If ``ray.train`` was already imported with the
-    variable unset (i.e. as V2), V2 is kept so the imported classes stay consistent.
-    """
-    if TRAIN_V2_ENV not in os.environ:
-        if "ray.train" in sys.modules:
-            logger.warning("ray.train was imported before connect(): keeping Ray Train V2")
-            os.environ[TRAIN_V2_ENV] = "1"
-        else:
-            os.environ[TRAIN_V2_ENV] = DEFAULT_TRAIN_V2
-    return os.environ[TRAIN_V2_ENV]
-
-
-def _train_api() -> str:
-    value = os.environ.get(TRAIN_V2_ENV, "1").strip().lower()
-    return "v1" if value in ("0", "false", "no", "off") else "v2"
-
-
-def worker_env() -> dict[str, str]:
-    """Environment variables every Ray process of a job needs (the Train API switch)."""
-    return {TRAIN_V2_ENV: os.environ.get(TRAIN_V2_ENV, DEFAULT_TRAIN_V2)}
-
-
-def connect(cfg: Config | None = None, *, num_cpus: int | None = None,
-            runtime_env: Mapping[str, Any] | None = None, verbose: bool = False) -> None:
+def connect(*, num_cpus: int | None = None, runtime_env: Mapping[str, Any] | None = None,
+            verbose: bool = False) -> None:
     """Attach to a Ray cluster or start a local one (no-op if already connected).
 
     Parameters
     ----------
-    cfg : Config, optional
-        Unused today (resources are per job); accepted so callers pass their config.
     num_cpus : int, optional
         Local cluster only: logical CPUs (default ``os.cpu_count()``).
     runtime_env : mapping, optional
@@ -268,10 +229,7 @@ def connect(cfg: Config | None = None, *, num_cpus: int | None = None,
     -----
     With ``RAY_ADDRESS`` set (e.g. under ``ray job submit``) it attaches with
     ``ray.init(address=...)``; otherwise it starts a local Ray without dashboard.
-    It selects the Train API first (module docstring).
     """
-    del cfg
-    _select_train_api()
     import ray
 
     if ray.is_initialized():
@@ -289,8 +247,8 @@ def connect(cfg: Config | None = None, *, num_cpus: int | None = None,
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)
-    logger.info("ray %s (%s, Train %s) in %.1f s", ray.__version__, address or "local",
-                _train_api(), time.perf_counter() - t0)
+    logger.info("ray %s (%s) in %.1f s", ray.__version__, address or "local",
+                time.perf_counter() - t0)
 
 
 def shutdown() -> None:
@@ -303,7 +261,12 @@ def shutdown() -> None:
         ray.shutdown()
 
 
-# --------------------------------------------------------------------------- nets
+def _require_train_v2() -> None:
+    """Refuse Ray Train's V1 API: the jobs here are written for V2."""
+    value = os.environ.get(TRAIN_V2_ENV, "1").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        raise RuntimeError(f"{TRAIN_V2_ENV}={os.environ[TRAIN_V2_ENV]} selects Ray Train's "
+                           "deprecated V1 API; facecascade trains with V2: unset it")
 
 
 # --------------------------------------------------------------------------- worker side
@@ -340,79 +303,123 @@ def _shard_source(name: str, batch_size: int, shuffle_buffer: int | None,
     return source
 
 
-def _train_worker(config: dict[str, Any]) -> None:
-    """Per-worker function of one job: resume if asked, ``fit_one``, report each epoch."""
-    start = time.time()
-    import pickle
+def _batch_sources(config: Mapping[str, Any], net: str, batch_size: int) -> tuple[Any, Any]:
+    """(train, val) batch sources of ``net``: its tables in the object store, or streamed."""
+    import ray
 
+    from facecascade.train import ArrayBatches
+
+    data = config["data"][net]
+    if data["mode"] == "stream":
+        return (_shard_source(f"{net}.train", batch_size, config["shuffle_buffer"],
+                              config["seed"]),
+                _shard_source(f"{net}.val", VAL_BATCH, None, config["seed"]))
+    train, val = ray.get([data["train"], data["val"]])
+    return (ArrayBatches(train, batch_size, shuffle=True, seed=config["seed"]),
+            ArrayBatches(val, VAL_BATCH, shuffle=False, seed=0))
+
+
+def _new_meta(net: str) -> dict[str, Any]:
+    return {"net": net, "status": None, "start": None, "end": None, "restarts": 0,
+            "attempt_starts": [], "history": [], "error": None}
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """Per-worker function of one job: train its nets one after another, report each epoch.
+
+    Every report's checkpoint holds ``meta.json`` (every net's history and outcome,
+    and which net is in training), that net's exact ``fit_one`` state and the best
+    weights of the nets already trained; a restarted worker resumes from it. A net
+    whose training raises is recorded as failed and the worker goes on to the next.
+    """
+    start = time.time()
     import ray.train
+    import torch
 
     from facecascade import train as tr
     from facecascade.config import TrainConfig
 
-    net = config["net"]
     tcfg = TrainConfig(**config["train"])
-    hook = pickle.loads(base64.b64decode(config["hook"])) if config.get("hook") else None
-
-    meta: dict[str, Any] = {"net": net, "start": start, "restarts": 0, "attempt_starts": [],
-                            "history": [], "done": False}
+    hook = config.get("hook")
+    metas = {net: _new_meta(net) for net in config["nets"]}
+    best: dict[str, Any] = {}
+    now: dict[str, Any] = {"net": None}  # the net in training, if any
     resume = None
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            resume = tr.load_checkpoint(Path(d) / STATE_FILE)
-            meta = json.loads((Path(d) / META_FILE).read_text(encoding="utf-8"))
-        if meta.get("done"):
-            return  # restored a finished run: its last checkpoint is already the final one
-        meta["restarts"] += 1
-        logger.warning("%s: resuming after epoch %s (restart %d)", net, resume["epoch"],
-                       meta["restarts"])
-    meta["attempt_starts"].append(start)
+            metas, now["net"], best = _read_checkpoint(Path(d))
+            if now["net"] is not None:
+                resume = tr.load_checkpoint(Path(d) / STATE_FILE)
+                metas[now["net"]]["restarts"] += 1
+                logger.warning("%s: resuming after epoch %s (restart %d)", now["net"],
+                               resume["epoch"], metas[now["net"]]["restarts"])
 
-    def report(metrics: Mapping[str, Any], state: Mapping[str, Any]) -> None:
-        with tempfile.TemporaryDirectory(prefix=f"fc-{net}-") as tmp:
-            tr.save_checkpoint(state, Path(tmp) / STATE_FILE)
-            (Path(tmp) / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+    def report(metrics: Mapping[str, Any], state: Mapping[str, Any] | None) -> None:
+        with tempfile.TemporaryDirectory(prefix="fc-ckpt-") as tmp:
+            if state is not None:
+                tr.save_checkpoint(state, Path(tmp) / STATE_FILE)
+            for net, weights in best.items():
+                torch.save(weights, Path(tmp) / f"{net}{WEIGHTS_SUFFIX}")
+            (Path(tmp) / META_FILE).write_text(json.dumps({"nets": metas, "net": now["net"]}),
+                                               encoding="utf-8")
             scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))}
             ray.train.report(scalars, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-    def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
-        record = {**metrics, "time": time.time(), "attempt": meta["restarts"]}
-        meta["history"].append(record)
-        report({**record, "restarts": meta["restarts"]}, state)
-        if hook is not None:
-            hook(net, record)
+    for net in config["nets"]:
+        meta = metas[net]
+        if meta["status"] is not None:
+            continue  # trained before a restart
+        meta["start"] = meta["start"] or start  # the first net carries the worker's start
+        meta["attempt_starts"].append(start)
+        now["net"] = net
 
-    train_src = _shard_source("train", tcfg.batch_size, config["shuffle_buffer"],
-                              config["seed"])
-    val_src = _shard_source("val", max(tcfg.batch_size, 256), None, config["seed"])
-    fit = tr.fit_one(net, train_src, val_src, tcfg, seed=config["seed"],
-                     local_share=config["local_share"], resume=resume, on_epoch=on_epoch,
-                     log_every=0, threads=config["torch_threads"])
-    end = time.time()
-    meta.update(done=True, end=end, best_val_nme=fit.best_val_nme, best_epoch=fit.best_epoch,
-                epochs_run=fit.epochs_run, stopped_early=fit.stopped_early)
-    # the final report: its checkpoint holds the best weights and the complete meta
-    final_state = {"format": tr.CHECKPOINT_FORMAT, "name": net, "best_state": fit.state_dict,
-                   "final": True}
-    report({"final": 1, "end": end, "restarts": meta["restarts"],
-            "best_val_nme": fit.best_val_nme, "best_epoch": fit.best_epoch}, final_state)
+        def on_epoch(metrics: dict[str, Any], state: dict[str, Any], net: str = net,
+                     meta: dict[str, Any] = meta) -> None:
+            record = {**metrics, "time": time.time(), "attempt": meta["restarts"]}
+            meta["history"].append(record)
+            report({**record, "restarts": meta["restarts"]}, state)
+            if hook is not None:
+                hook(net, record)
+
+        try:
+            train_src, val_src = _batch_sources(config, net, tcfg.batch_size)
+            fit = tr.fit_one(net, train_src, val_src, tcfg, seed=config["seed"],
+                             local_share=config["local_share"], resume=resume,
+                             on_epoch=on_epoch, log_every=0, threads=config["torch_threads"])
+        except Exception as exc:  # noqa: BLE001 - one net's failure is its own
+            meta.update(status="failed", error=_error_text(exc))
+        else:
+            best[net] = fit.state_dict
+            meta.update(status="ok", best_val_nme=fit.best_val_nme, best_epoch=fit.best_epoch,
+                        epochs_run=fit.epochs_run, stopped_early=fit.stopped_early)
+        meta["end"] = start = time.time()
+        now["net"], resume = None, None
+        # this net's outcome in a checkpoint: a restart does not train it again
+        report({"final": 1, "end": meta["end"]}, None)
 
 
 # --------------------------------------------------------------------------- launcher task
 
 
-def _read_final(checkpoint: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """(best weights, meta) from a job's latest checkpoint, or (None, meta) mid-training."""
+def _read_checkpoint(d: Path) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
+    """(every net's meta, the net in training or None, finished nets' best weights)."""
     import torch
 
-    if checkpoint is None:
-        return None, None
-    with checkpoint.as_directory() as d:
-        meta = json.loads((Path(d) / META_FILE).read_text(encoding="utf-8"))
-        state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location="cpu")
-    weights = state.get("best_state") if meta.get("done") else None
-    return weights, meta
+    saved = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+    weights = {net: torch.load(d / f"{net}{WEIGHTS_SUFFIX}", weights_only=True,
+                               map_location="cpu")
+               for net, meta in saved["nets"].items() if meta["status"] == "ok"}
+    return saved["nets"], saved["net"], weights
+
+
+def _latest_checkpoint(run_path: str) -> Path | None:
+    """The newest checkpoint directory under a local run directory."""
+    if _is_uri(run_path):
+        return None
+    metas = sorted(Path(run_path).glob(f"**/checkpoint_*/{META_FILE}"),
+                   key=lambda p: p.stat().st_mtime)
+    return metas[-1].parent if metas else None
 
 
 def _error_text(exc: BaseException) -> str:
@@ -426,81 +433,74 @@ def _error_text(exc: BaseException) -> str:
     return text[:4000]
 
 
-def _run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Body of the zero-CPU Ray task of one network: build the trainer, fit, read back."""
-    import ray
+def _parquet_datasets(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The streamed tables of a job's nets as Ray Datasets (module docstring)."""
     import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    # the V2 Parquet source plans a file-listing step whose tasks always ask for one
+    # CPU (ray_remote_args do not reach it): with every CPU held by trainers it never
+    # runs and the level hangs; the V1 source reads in one step that honours them
+    ctx.use_datasource_v2 = False
+    return {f"{net}.{split}": ray.data.read_parquet(job["tables"][net][split],
+                                                    ray_remote_args={"num_cpus": 0})
+            for net, data in job["loop_config"]["data"].items() if data["mode"] == "stream"
+            for split in ("train", "val")}
+
+
+def _run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Body of the zero-CPU Ray task of one job: build the trainer, fit, read back.
+
+    Returns ``{net: {"status", "meta", "weights", "error"}}`` for every net of the job.
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    net = job["net"]
-    v2 = ray.train.v2._internal.constants.is_v2_enabled()
     run_path = f"{job['storage_path'].rstrip('/')}/{job['name']}"
-    out: dict[str, Any] = {"net": net, "run_path": run_path, "train_api": "v2" if v2 else "v1"}
+    res = job["resources"]
+    resources = {"CPU": res["cpus_per_net"]}
+    if res["gpus_per_net"] > 0:
+        resources["GPU"] = res["gpus_per_net"]
+    error = None
     try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
-        # The V2 Parquet source plans a ListFiles step whose tasks always ask for one
-        # CPU (ray_remote_args do not reach it): with every CPU held by trainers, it
-        # never runs and the level hangs. The V1 source reads in one step that honours
-        # ray_remote_args, and re-iterates an epoch in ~0.15 s instead of ~2 s.
-        ctx.use_datasource_v2 = False
-        datasets = {split: ray.data.read_parquet(job[f"{split}_table"],
-                                                 ray_remote_args={"num_cpus": 0})
-                    for split in ("train", "val")}
-        res = job["resources"]
-        scaling_kw: dict[str, Any] = {}
-        run_kw: dict[str, Any] = {}
-        if not v2:
-            scaling_kw["trainer_resources"] = {"CPU": 0}
-            run_kw["verbose"] = 0
-        resources = {"CPU": res["cpus_per_net"]}
-        if res["gpus_per_net"] > 0:
-            resources["GPU"] = res["gpus_per_net"]
-        scaling = ray.train.ScalingConfig(num_workers=1, use_gpu=res["gpus_per_net"] > 0,
-                                          resources_per_worker=resources, **scaling_kw)
-        run_config = ray.train.RunConfig(
-            name=job["name"], storage_path=job["storage_path"],
-            failure_config=ray.train.FailureConfig(max_failures=res["max_failures"]),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2), **run_kw)
-        from ray.data import ExecutionOptions
+        trainer_kw: dict[str, Any] = {}
+        datasets = _parquet_datasets(job)
+        if datasets:
+            from ray.data import ExecutionOptions
 
-        dataset_config = ray.train.DataConfig(
-            execution_options=ExecutionOptions(preserve_order=True))
-        trainer_kw = {"train_loop_config": job["loop_config"], "datasets": datasets,
-                      "dataset_config": dataset_config}
-        if not v2 and job["restore"] and TorchTrainer.can_restore(run_path):
-            trainer = _trainer_class(net).restore(run_path, train_loop_per_worker=_train_worker,
-                                           train_loop_config=job["loop_config"],
-                                           datasets=datasets)
-        else:
-            trainer = _trainer_class(net)(_train_worker, scaling_config=scaling,
-                                   run_config=run_config, **trainer_kw)
+            trainer_kw = {"datasets": datasets, "dataset_config": ray.train.DataConfig(
+                execution_options=ExecutionOptions(preserve_order=True))}
+        trainer = TorchTrainer(
+            _train_worker, train_loop_config=job["loop_config"],
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=1, use_gpu=res["gpus_per_net"] > 0,
+                resources_per_worker=resources),
+            run_config=ray.train.RunConfig(
+                name=job["name"], storage_path=job["storage_path"],
+                failure_config=ray.train.FailureConfig(max_failures=res["max_failures"]),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+            **trainer_kw)
         result = trainer.fit()
-        if result.error is not None:
-            raise result.error
-        weights, meta = _read_final(result.checkpoint)
-        if weights is None:
-            raise RuntimeError("training ended without a final checkpoint")
-        out.update(status="ok", weights=weights, meta=meta)
-    except Exception as exc:  # noqa: BLE001 - every failure is reported per network
-        out.update(status="failed", error=_error_text(exc), meta=_last_meta(run_path))
+        if result.checkpoint is None:
+            raise RuntimeError("training ended without a checkpoint")
+        with result.checkpoint.as_directory() as d:
+            metas, _, weights = _read_checkpoint(Path(d))
+    except Exception as exc:  # noqa: BLE001 - the nets it did not finish fail with it
+        error = _error_text(exc)
+        latest = _latest_checkpoint(run_path)
+        metas, _, weights = _read_checkpoint(latest) if latest else ({}, None, {})
+    out = {}
+    for net in job["loop_config"]["nets"]:
+        meta = metas.get(net) or {}
+        if meta.get("status") == "ok":
+            out[net] = {"status": "ok", "meta": meta, "weights": weights[net],
+                        "run_path": run_path}
+        else:
+            out[net] = {"status": "failed", "meta": meta, "run_path": run_path,
+                        "error": meta.get("error") or error or "not trained"}
     return out
-
-
-def _last_meta(run_path: str) -> dict[str, Any] | None:
-    """Meta of the newest checkpoint under a local run directory (history of a failed job)."""
-    if _is_uri(run_path):
-        return None
-    metas = sorted(Path(run_path).glob(f"**/checkpoint_*/{META_FILE}"),
-                   key=lambda p: p.stat().st_mtime)
-    if not metas:
-        return None
-    try:
-        return json.loads(metas[-1].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 # --------------------------------------------------------------------------- driver side
@@ -530,14 +530,69 @@ def _concurrency(cfg: Config, n_jobs: int) -> int:
     return max(1, min(fit, n_jobs))
 
 
+def table_bytes(path: str | Path) -> int:
+    """Uncompressed size of a Parquet table, from its footer (no data is read)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+
+
+def _named(path: str, read: Callable[[str], Any]) -> Any:
+    """``read(path)``, any failure turned into a ``ValueError`` naming the file."""
+    try:
+        return read(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise ValueError(f"{path}: {type(exc).__name__}: {exc}") from None
+
+
+def _job_data(train_table: str, val_table: str, limit: float,
+              ) -> tuple[dict[str, Any], Any, int]:
+    """A net's ``data`` spec, its val columns (``None`` when streaming), its tables' bytes.
+
+    Tables up to ``limit`` bytes together go to the object store; larger ones stream.
+    Raises ``ValueError`` naming the file for a table that cannot be read.
+    """
+    import ray
+
+    from facecascade.crops import read_crop_table
+
+    size = _named(train_table, table_bytes) + _named(val_table, table_bytes)
+    if size > limit:
+        return {"mode": "stream"}, None, size
+    train = _named(train_table, read_crop_table)
+    val = _named(val_table, read_crop_table)
+    return {"mode": "memory", "train": ray.put(train), "val": ray.put(val)}, val, size
+
+
+def deal(costs: Mapping[str, float], slots: int) -> list[list[str]]:
+    """Nets dealt to at most ``slots`` jobs of about equal total cost.
+
+    Largest first, each to the job with the least cost so far; within a job the
+    nets keep their order in ``costs``.
+
+    >>> deal({"F1": 5.0, "EN1": 4.0, "NM1": 4.0}, 2)
+    [['F1'], ['EN1', 'NM1']]
+    >>> deal({"a": 1, "b": 1, "c": 1, "d": 1}, 2)
+    [['a', 'c'], ['b', 'd']]
+    """
+    order = list(costs)
+    loads: list[tuple[float, list[str]]] = [(0.0, []) for _ in range(min(slots, len(order)))]
+    for net in sorted(order, key=lambda n: -costs[n]):
+        i = min(range(len(loads)), key=lambda k: loads[k][0])
+        loads[i] = (loads[i][0] + costs[net], loads[i][1] + [net])
+    return [sorted(nets, key=order.index) for _, nets in loads]
+
+
 def _check_returned_weights(net: str, weights: Mapping[str, Any], meta: Mapping[str, Any],
-                            params: Mapping[str, Any]) -> str | None:
+                            params: Mapping[str, Any], val: Mapping[str, Any] | None,
+                            ) -> str | None:
     """Check in the driver that the weights a job returned are the ones it validated.
 
-    The returned weights are evaluated on the net's own validation table; their NME
-    must equal the best validation NME the worker reported (and the checkpoint must
-    name this net). Guards against a result reaching the wrong network (see
-    :func:`_trainer_class`).
+    The returned weights are evaluated on the net's own validation table (``val``, or
+    read from ``params["val_table"]``); their NME must equal the best validation NME
+    the worker reported, and the checkpoint must name this net. Guards against a
+    result reaching the wrong network.
     """
     import torch
 
@@ -550,8 +605,9 @@ def _check_returned_weights(net: str, weights: Mapping[str, Any], meta: Mapping[
     model = create_net(net, local_share=bool(params.get("local_share")))
     model.load_state_dict(dict(weights))
     model.eval()
-    val = read_crop_table(params["val_table"])
-    nme = evaluate_nme(model, ArrayBatches(val, 1024, shuffle=False, seed=0)(0),
+    if val is None:
+        val = read_crop_table(params["val_table"])
+    nme = evaluate_nme(model, ArrayBatches(val, VAL_BATCH, shuffle=False, seed=0)(0),
                        torch.device("cpu"))
     reported = meta.get("best_val_nme")
     if reported is not None and abs(nme - reported) > 1e-4 * max(1.0, abs(reported)):
@@ -560,22 +616,8 @@ def _check_returned_weights(net: str, weights: Mapping[str, Any], meta: Mapping[
     return None
 
 
-def _trainer_class(net: str) -> type:
-    """A ``TorchTrainer`` subclass named after the job's network.
-
-    Ray Tune registers a trainer's trainable under the trainer class's ``__name__`` in
-    a registry shared by the whole Ray job; jobs launched side by side from one driver
-    with the same class name overwrite each other's entry, and a trial can start with
-    another trainer's datasets (measured with Train V1: EN1 trained on NM1's crops).
-    A distinct class name per network keeps the entries apart.
-    """
-    from ray.train.torch import TorchTrainer
-
-    return type(f"TorchTrainer_{net}", (TorchTrainer,), {"__module__": __name__})
-
-
 def _job_result(net: str, raw: Mapping[str, Any], params: dict[str, Any],
-                out_dir: Path) -> JobResult:
+                out_dir: Path, val: Mapping[str, Any] | None) -> JobResult:
     """Write the weights and history of a finished job; build its :class:`JobResult`."""
     import torch
 
@@ -584,7 +626,7 @@ def _job_result(net: str, raw: Mapping[str, Any], params: dict[str, Any],
     meta = raw.get("meta") or {}
     ok = raw.get("status") == "ok"
     if ok:
-        problem = _check_returned_weights(net, raw["weights"], meta, params)
+        problem = _check_returned_weights(net, raw["weights"], meta, params, val)
         if problem:
             ok, raw = False, {**raw, "status": "failed", "error": problem}
     start, end = meta.get("start"), meta.get("end")
@@ -620,10 +662,13 @@ def train_level(
     storage_path: str | Path,
     nets: Sequence[str] | None = None,
     restore: bool = False,
+    in_memory_max_bytes: float | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     epoch_hook: EpochHook | None = None,
 ) -> LevelResult:
-    """Train the networks of ``level`` concurrently, one Ray Train job each.
+    """Train the networks of ``level`` in concurrent Ray Train jobs (module docstring).
+
+    Connects to Ray first if needed (:func:`connect`).
 
     Parameters
     ----------
@@ -639,16 +684,21 @@ def train_level(
         ``cfg.level(level).train`` for the loop, ``cfg.resources`` for the jobs,
         ``cfg.level1.model.local_share`` for level 1.
     run_name : str
-        Prefix of the Ray Train run names (``f"{run_name}-{net}"``); keep it free of
-        timestamps so a re-run with ``restore=True`` finds its runs again.
+        Prefix of the Ray Train run names (``f"{run_name}-{net}-..."``); keep it free
+        of timestamps so a re-run with ``restore=True`` finds its runs again.
     storage_path : path
         Ray Train storage (made absolute; shared storage on a multi-node cluster).
     nets : sequence of str, optional
         A subset of the level's networks (default: all of them).
     restore : bool
         Continue existing runs of the same names instead of starting afresh.
+    in_memory_max_bytes : float, optional
+        A net whose two tables hold more bytes (uncompressed) streams them from
+        Parquet instead of training from the object store. Default: the share
+        :data:`OBJECT_STORE_SHARE` of the cluster's object store, divided among the
+        jobs that run at once.
     shuffle_buffer : int
-        Rows of the worker's local shuffle buffer for the train table.
+        Rows of the worker's local shuffle buffer when streaming.
     epoch_hook : callable, optional
         ``epoch_hook(net, record)`` run in the worker after each epoch's checkpoint
         is reported (fault-injection tests, probes). Must be picklable by value.
@@ -664,6 +714,8 @@ def train_level(
         network with its error, and ``.result`` holds the whole :class:`LevelResult`.
     ValueError
         For a network not of this level.
+    RuntimeError
+        If ``RAY_TRAIN_V2_ENABLED`` selects Ray Train's V1 API.
     """
     import ray
 
@@ -673,7 +725,8 @@ def train_level(
     if unknown or not chosen or len(set(chosen)) != len(chosen):
         raise ValueError(f"nets == {chosen!r}: must be distinct networks of level {level} "
                          f"({', '.join(all_nets)})")
-    connect(cfg)
+    _require_train_v2()
+    connect()
     crops = _absolute(crop_dir)
     storage = _absolute(storage_path)
     out_dir = Path(out_dir).resolve()
@@ -685,68 +738,76 @@ def train_level(
     tcfg = section.train
     local_share = bool(getattr(getattr(section, "model", None), "local_share", False))
     resources = dataclasses.asdict(cfg.resources)
-    api = _train_api()
-    hook = None
-    if epoch_hook is not None:
-        from ray import cloudpickle
-
-        hook = base64.b64encode(cloudpickle.dumps(epoch_hook)).decode()
-
-    jobs: dict[str, dict[str, Any]] = {}
-    for net in chosen:
-        name = f"{run_name}-{net}"
-        old_run = Path(storage) / name
-        if not restore and not _is_uri(storage) and old_run.exists():
-            logger.info("%s: removing the previous run directory %s", net, old_run)
-            shutil.rmtree(old_run)
-        params = {"level": level, "net": net, "train": dataclasses.asdict(tcfg),
-                  "resources": resources, "seed": cfg.resources.seed,
-                  "local_share": local_share, "train_api": api, "run_name": name,
-                  "train_table": f"{crops}/{net}.train.parquet",
-                  "val_table": f"{crops}/{net}.val.parquet",
-                  "shuffle_buffer": shuffle_buffer}
-        jobs[net] = {
-            "net": net, "name": name, "storage_path": storage, "restore": restore,
-            "train_table": params["train_table"], "val_table": params["val_table"],
-            "resources": resources, "params": params,
-            "loop_config": {"net": net, "train": dataclasses.asdict(tcfg),
-                            "seed": cfg.resources.seed, "local_share": local_share,
-                            "torch_threads": cfg.resources.torch_threads,
-                            "shuffle_buffer": shuffle_buffer, "hook": hook},
-        }
-
-    limit = _concurrency(cfg, len(jobs))
-    remote = ray.remote(num_cpus=0, max_retries=0)(_run_job)
-    env = {"env_vars": worker_env()}
-    logger.info("level %d: %d job(s), %d at a time, Ray Train %s", level, len(jobs), limit, api)
+    limit = _concurrency(cfg, len(chosen))
+    if in_memory_max_bytes is None:
+        store = ray.cluster_resources().get("object_store_memory", 0.0)
+        in_memory_max_bytes = OBJECT_STORE_SHARE * store / limit
 
     t0, wall0 = time.perf_counter(), time.time()
-    pending = list(jobs)
-    running: dict[Any, str] = {}
+    params: dict[str, dict[str, Any]] = {}
+    data: dict[str, dict[str, Any]] = {}
+    vals: dict[str, Any] = {}
+    sizes: dict[str, int] = {}
     raw: dict[str, dict[str, Any]] = {}
+    for net in chosen:
+        params[net] = {"level": level, "net": net, "train": dataclasses.asdict(tcfg),
+                       "resources": resources, "seed": cfg.resources.seed,
+                       "local_share": local_share, "train_table": f"{crops}/{net}.train.parquet",
+                       "val_table": f"{crops}/{net}.val.parquet", "data": None,
+                       "run_name": None, "job_nets": None}
+        try:
+            data[net], vals[net], sizes[net] = _job_data(
+                params[net]["train_table"], params[net]["val_table"], in_memory_max_bytes)
+        except ValueError as exc:  # unreadable table: this net fails, the others train
+            raw[net] = {"status": "failed", "error": str(exc)}
+            continue
+        params[net]["data"] = "object store" if data[net]["mode"] == "memory" \
+            else "parquet stream"
+
+    jobs = []
+    for group in deal(sizes, limit):
+        name = f"{run_name}-{'-'.join(group)}"
+        old_run = Path(storage) / name
+        if not restore and not _is_uri(storage) and old_run.exists():
+            logger.info("removing the previous run directory %s", old_run)
+            shutil.rmtree(old_run)
+        for net in group:
+            params[net].update(run_name=name, job_nets=group)
+        jobs.append({"name": name, "storage_path": storage, "resources": resources,
+                     "tables": {net: {"train": params[net]["train_table"],
+                                      "val": params[net]["val_table"]} for net in group},
+                     "loop_config": {
+                         "nets": group, "train": dataclasses.asdict(tcfg),
+                         "seed": cfg.resources.seed, "local_share": local_share,
+                         "torch_threads": cfg.resources.torch_threads,
+                         "shuffle_buffer": shuffle_buffer, "hook": epoch_hook,
+                         "data": {net: data[net] for net in group}}})
+
+    remote = ray.remote(num_cpus=0, max_retries=0)(_run_job)
+    logger.info("level %d: %d net(s) in %d job(s): %s", level, len(sizes), len(jobs),
+                "; ".join(", ".join(j["loop_config"]["nets"]) for j in jobs))
+    running = {remote.options(name=f"train-{job['name']}").remote(job): job for job in jobs}
     try:
-        while pending or running:
-            while pending and len(running) < limit:
-                net = pending.pop(0)
-                ref = remote.options(runtime_env=env, name=f"train-{jobs[net]['name']}")
-                running[ref.remote(jobs[net])] = net
+        while running:
             done, _ = ray.wait(list(running), num_returns=1)
             for ref in done:
-                net = running.pop(ref)
+                job = running.pop(ref)
                 try:
-                    raw[net] = ray.get(ref)
+                    raw.update(ray.get(ref))
                 except Exception as exc:  # noqa: BLE001 - the launching task itself died
-                    raw[net] = {"net": net, "status": "failed", "error": _error_text(exc)}
-                logger.info("level %d: %s %s", level, net, raw[net]["status"])
+                    raw.update({net: {"status": "failed", "error": _error_text(exc)}
+                                for net in job["loop_config"]["nets"]})
+                logger.info("level %d: %s", level, ", ".join(
+                    f"{net} {raw[net]['status']}" for net in job["loop_config"]["nets"]))
     finally:
         for ref in running:  # interrupted: stop the jobs still running (their actors follow)
             ray.cancel(ref, force=True)
     seconds = time.perf_counter() - t0
 
-    results = {net: _job_result(net, raw[net], jobs[net]["params"], out_dir) for net in chosen}
+    results = {net: _job_result(net, raw[net], params[net], out_dir, vals.get(net))
+               for net in chosen}
     level_result = LevelResult(level=level, jobs=results, seconds=seconds, start=wall0,
-                               end=time.time(), concurrency=limit, train_api=api)
+                               end=time.time(), concurrency=len(jobs))
     if level_result.failed:
         raise LevelTrainingError(level_result.failed, level_result)
     return level_result
-

@@ -360,7 +360,7 @@ def run_search(cfg: Config, crop_dir: str | Path, out_dir: str | Path, *,
     from .report import plot_search_curves
 
     project_dir = Path(project_dir)
-    orchestration.connect(cfg)
+    orchestration.connect()
     try:
         result = tune_net(cfg, crop_dir, net=net, progress=progress, name=f"tune-{net}-{key}",
                           storage_path=project_dir / cfg.resources.storage_path)

@@ -95,7 +95,7 @@ def test_train_level_all_nets(ray_session: None, tmp_path: Path) -> None:
                               storage_path=tmp_path / "ray")
     wall = time.perf_counter() - t0
     print(f"\nlevel 2, {len(nets)} nets: {wall:.1f} s wall, concurrency {result.concurrency}, "
-          f"Train {result.train_api}; per job "
+          "per job "
           + ", ".join(f"{j.net} {j.seconds:.1f}s" for j in result.jobs.values()))
     assert list(result.jobs) == nets
     for net, job in result.jobs.items():
@@ -183,3 +183,40 @@ def test_rejects_nets_of_another_level(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="level 2"):
         orch.train_level(2, crop_dir=tmp_path, out_dir=tmp_path, cfg=small_config(),
                          run_name="x", storage_path=tmp_path, nets=["F1"])
+
+
+def test_nets_of_one_job_train_in_turn_and_fail_alone(ray_session: None, tmp_path: Path) -> None:
+    """max_concurrent=1: one trainer trains both nets; RE21's patches are 10x10, not 15x15."""
+    nets = ["LE21", "RE21"]
+    write_tables(tmp_path / "crops", nets, n_train=256, n_val=64)
+    bad = blob_table(256, 9).set_column(
+        2, "pixels", pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(256 * 100, np.uint8)),
+                                                       100))
+    pq.write_table(bad, tmp_path / "crops" / "RE21.train.parquet")
+    with pytest.raises(orch.LevelTrainingError) as info:
+        orch.train_level(2, crop_dir=tmp_path / "crops", out_dir=tmp_path / "models",
+                         cfg=small_config(max_concurrent=1, max_failures=0), run_name="t-one",
+                         storage_path=tmp_path / "ray", nets=nets)
+    result = info.value.result
+    assert result.concurrency == 1 and list(info.value.failures) == ["RE21"]
+    le, re = result.jobs["LE21"], result.jobs["RE21"]
+    assert le.ok and le.params["job_nets"] == nets and re.params["job_nets"] == nets
+    assert le.run_path == re.run_path
+    assert [h["epoch"] for h in le.history] == list(range(1, EPOCHS + 1))
+    assert le.error is None and "do not hold crops of width 15" in re.error, re.error
+    assert (tmp_path / "models" / "LE21.pt").exists()
+    assert not (tmp_path / "models" / "RE21.pt").exists()
+
+
+def test_tables_over_the_memory_limit_stream_from_parquet(ray_session: None,
+                                                          tmp_path: Path) -> None:
+    write_tables(tmp_path / "crops", ["N22"], n_train=512, n_val=128)
+    result = orch.train_level(2, crop_dir=tmp_path / "crops", out_dir=tmp_path / "models",
+                              cfg=small_config(), run_name="t-stream",
+                              storage_path=tmp_path / "ray", nets=["N22"],
+                              in_memory_max_bytes=0)
+    job = result.jobs["N22"]
+    assert job.ok and job.params["data"] == "parquet stream"
+    assert [h["epoch"] for h in job.history] == list(range(1, EPOCHS + 1))
+    assert job.best_val_nme < job.history[0]["val_nme"]
+    assert all(h["samples_per_s"] > 0 for h in job.history)

@@ -229,7 +229,7 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class ResourcesConfig:
-    cpus_per_net: float = 0.5
+    cpus_per_net: float = 1.0
     gpus_per_net: float = 0.0
     max_concurrent: int = 0
     max_failures: int = 2

@@ -60,6 +60,7 @@ from typing import Any
 
 from facecascade.config import Config
 from facecascade.nets import level_nets
+from facecascade.train import VAL_BATCH
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +71,6 @@ STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 WEIGHTS_SUFFIX = ".best.pt"
 COLUMNS = ("pixels", "target", "win_wh", "iod")
-#: rows per validation batch (the NME does not depend on it)
-VAL_BATCH = 1024
 #: rows in the worker's local shuffle buffer when streaming (bounded memory; a row group)
 DEFAULT_SHUFFLE_BUFFER = 8192
 #: of the cluster's object store, the share the jobs running at once may fill with tables

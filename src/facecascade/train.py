@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 BatchSource = Callable[[int], Iterable[Mapping[str, np.ndarray]]]
 
 CHECKPOINT_FORMAT = "facecascade.train.checkpoint/1"
+#: rows per validation batch (the NME does not depend on it)
+VAL_BATCH = 1024
 _CHECKPOINT_KEYS = ("format", "name", "model", "optimizer", "epoch", "step", "best_val_nme",
                     "best_epoch", "best_state", "bad_epochs", "torch_rng", "history", "config")
 

@@ -198,7 +198,7 @@ def _trial(config: dict[str, Any], *, train: Mapping[str, Any], val: Mapping[str
     from ray import tune
 
     from facecascade.config import TrainConfig
-    from facecascade.train import ArrayBatches, fit_one
+    from facecascade.train import VAL_BATCH, ArrayBatches, fit_one
 
     tcfg = TrainConfig(**{**setup["train"], **{k: config[k] for k in SEARCHED},
                           "epochs": setup["max_epochs"], "patience": setup["max_epochs"]})
@@ -210,7 +210,7 @@ def _trial(config: dict[str, Any], *, train: Mapping[str, Any], val: Mapping[str
 
     fit_one(setup["net"], ArrayBatches(train, tcfg.batch_size, shuffle=True,
                                        seed=setup["seed"]),
-            ArrayBatches(val, 1024, shuffle=False, seed=0), tcfg, seed=setup["seed"],
+            ArrayBatches(val, VAL_BATCH, shuffle=False, seed=0), tcfg, seed=setup["seed"],
             local_share=setup["local_share"], on_epoch=on_epoch, log_every=0,
             threads=setup["threads"])
 

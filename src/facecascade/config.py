@@ -295,7 +295,7 @@ class SearchConfig:
 
     ``net`` is the level's representative network: the best settings are applied to
     its level's ``train`` section. ``lr`` and ``momentum`` are ``[low, high]`` ranges
-    (log-uniform and uniform); ``batch_size``, ``dropout``, ``optimizer`` and
+    (log-uniform and uniform); ``batch_size``, ``dropout``, ``weight_decay``, ``optimizer`` and
     ``lr_schedule`` are lists of choices. ``subset`` is the share of the training
     faces whose crops the trials train on (validation is always whole). Trials train for at most
     ``max_epochs``; ASHA stops weak ones at ``grace_period * reduction_factor**k`` epochs.
@@ -310,6 +310,7 @@ class SearchConfig:
     momentum: tuple[float, float] = (0.8, 0.95)
     batch_size: tuple[int, ...] = (32, 64, 128)
     dropout: tuple[float, ...] = (0.0, 0.25)
+    weight_decay: tuple[float, ...] = (0.0, 5e-4)
     optimizer: tuple[str, ...] = ("sgd", "adam")
     lr_schedule: tuple[str, ...] = ("step", "cosine")
     subset: float = 1.0
@@ -330,6 +331,8 @@ class SearchConfig:
                list(self.batch_size), "non-empty, each >= 1")
         _check(bool(self.dropout) and all(0 <= d < 1 for d in self.dropout), f"{key}.dropout",
                list(self.dropout), "non-empty, each in [0, 1)")
+        _check(bool(self.weight_decay) and all(w >= 0 for w in self.weight_decay),
+               f"{key}.weight_decay", list(self.weight_decay), "non-empty, each >= 0")
         _check(bool(self.optimizer) and set(self.optimizer) <= set(OPTIMIZERS),
                f"{key}.optimizer", list(self.optimizer), f"non-empty, each one of {OPTIMIZERS}")
         _check(bool(self.lr_schedule) and set(self.lr_schedule) <= set(LR_SCHEDULES),

@@ -3,7 +3,7 @@
 A search trains the network named in ``params.yaml``'s ``tune`` section on its crop
 tables (``{net}.train.parquet`` / ``{net}.val.parquet`` of a level's crop directory)
 with configurations sampled from the section's space: learning rate (log-uniform),
-momentum (uniform), batch size and dropout (choices). Every other training setting
+momentum (uniform), batch size, dropout and weight decay (choices). Every other training setting
 comes from the network's level section. Each trial is a Ray Tune function trainable
 with explicit resources (``resources.cpus_per_net`` / ``gpus_per_net``) that reports
 the validation NME after every epoch; an ASHA scheduler stops weak trials early. The
@@ -36,7 +36,8 @@ from .nets import get_spec
 logger = logging.getLogger(__name__)
 
 #: TrainConfig fields a search samples; the rest come from the network's level section
-SEARCHED = ("optimizer", "lr", "lr_schedule", "momentum", "batch_size", "dropout")
+SEARCHED = ("optimizer", "lr", "lr_schedule", "momentum", "batch_size", "dropout",
+            "weight_decay")
 #: what a trial reports after every epoch (its history records)
 REPORTED = ("epoch", "train_loss", "val_nme", "lr")
 
@@ -124,13 +125,15 @@ class SearchResult:
         """A text table of the trials, best first."""
         rows = sorted(self.trials, key=lambda t: t.best_val_nme)
         lines = [f"{'trial':12s} {'optim':>5s} {'sched':>6s} {'lr':>9s} {'momentum':>8s} "
-                 f"{'batch':>5s} {'dropout':>7s} {'epochs':>6s} {'val NME%':>8s}  status"]
+                 f"{'batch':>5s} {'dropout':>7s} {'wd':>7s} {'epochs':>6s} {'val NME%':>8s}"
+                 "  status"]
         for t in rows:
             c = t.config
             nme = f"{100 * t.best_val_nme:8.2f}" if t.history else f"{'-':>8s}"
             lines.append(f"{t.trial_id:12s} {c.get('optimizer', '-'):>5s} "
                          f"{c.get('lr_schedule', '-'):>6s} {c['lr']:9.2e} {c['momentum']:8.3f} "
-                         f"{c['batch_size']:5d} {c['dropout']:7.2f} {t.epochs:6d} {nme}  "
+                         f"{c['batch_size']:5d} {c['dropout']:7.2f} "
+                         f"{c.get('weight_decay', float('nan')):7.1e} {t.epochs:6d} {nme}  "
                          f"{t.status}" + (f" ({t.error})" if t.error else ""))
         return "\n".join(lines)
 
@@ -142,7 +145,8 @@ def space_description(scfg: SearchConfig) -> dict[str, Any]:
             "lr_schedule": {"choice": list(scfg.lr_schedule)},
             "momentum": {"uniform": list(scfg.momentum)},
             "batch_size": {"choice": list(scfg.batch_size)},
-            "dropout": {"choice": list(scfg.dropout)}, "subset": scfg.subset}
+            "dropout": {"choice": list(scfg.dropout)},
+            "weight_decay": {"choice": list(scfg.weight_decay)}, "subset": scfg.subset}
 
 
 def subset_faces(face_id: np.ndarray, share: float, seed: int) -> np.ndarray:
@@ -188,6 +192,7 @@ def _param_space(scfg: SearchConfig) -> dict[str, Any]:
                          else scfg.momentum[0]),
             "batch_size": tune.choice(list(scfg.batch_size)),
             "dropout": tune.choice(list(scfg.dropout)),
+            "weight_decay": tune.choice(list(scfg.weight_decay)),
             "optimizer": tune.choice(list(scfg.optimizer)),
             "lr_schedule": tune.choice(list(scfg.lr_schedule))}
 
@@ -223,7 +228,7 @@ def _trial_result(result: Any, max_epochs: int) -> TrialResult:
         history = [{**rec, "epoch": int(rec["epoch"])}
                    for rec in df[list(REPORTED)].astype(float).to_dict("records")]
     trial_id = str((result.metrics or {}).get("trial_id") or Path(result.path).name)
-    config = {k: result.config[k] for k in SEARCHED}
+    config = {k: result.config[k] for k in SEARCHED if k in result.config}
     if result.error is not None:
         status, error = "failed", f"{type(result.error).__name__}: {result.error}"[:2000]
     else:

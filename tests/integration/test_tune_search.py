@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 NET = "LE21"
 SEARCH = {"net": NET, "num_samples": 4, "max_epochs": 3, "grace_period": 1,
           "reduction_factor": 2, "lr": [0.002, 0.05], "momentum": [0.85, 0.9],
-          "batch_size": [32, 64], "dropout": [0.0], "seed": 3}
+          "batch_size": [32, 64], "dropout": [0.0], "weight_decay": [0.0, 0.001], "seed": 3}
 
 
 def mean_centre_nme(crop_dir: Path) -> float:
@@ -57,6 +57,7 @@ def test_tune_command_searches_reports_and_logs(tmp_path: Path, monkeypatch, cap
         c = trial["config"]
         assert 0.002 <= c["lr"] <= 0.05 and 0.85 <= c["momentum"] <= 0.9
         assert c["batch_size"] in (32, 64) and c["dropout"] == 0.0
+        assert c["weight_decay"] in (0.0, 0.001)
     assert len({t["config"]["lr"] for t in doc["trials"]}) == 4  # sampled, not repeated
     best = doc["best"]
     assert best["best_val_nme"] == min(t["best_val_nme"] for t in doc["trials"])
@@ -66,6 +67,7 @@ def test_tune_command_searches_reports_and_logs(tmp_path: Path, monkeypatch, cap
     from facecascade.config import Config
 
     assert suggested["lr"] == best["config"]["lr"]
+    assert suggested["weight_decay"] == best["config"]["weight_decay"]
     assert suggested["epochs"] == Config().level2.train.epochs  # not searched: the level's
     assert Path("tune/curves.png").stat().st_size > 5000
 

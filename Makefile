@@ -53,7 +53,7 @@ DATA ?= $(FACECASCADE_DATA)
 DATA_NAME = $(notdir $(abspath $(DATA)))
 MODEL ?=
 BENCHES := bench-inference-speed bench-onnx-speed bench-detector-boxes bench-cascade-levels \
-           bench-ray-overhead bench-level-overhead bench-accuracy
+           bench-ray-overhead bench-level-overhead bench-accuracy bench-tune-ranking
 
 bench: $(BENCHES)
 
@@ -86,6 +86,10 @@ bench-level-overhead: $(VENV)/.bench
 	$(BIN)/python bench/level_overhead.py --data synth
 	@if [ -n "$(DATA)" ]; then $(BIN)/python bench/level_overhead.py --data $(DATA); \
 	else echo "bench-level-overhead: no DATA, demo tables only"; fi
+
+bench-tune-ranking: bench-data $(VENV)/.bench
+	$(BIN)/python bench/tune_ranking.py --data $(DATA) --level 2 --net LE21 \
+		--set tune.num_samples=8 --set tune.max_epochs=3
 
 bench-accuracy: bench-data $(VENV)/.bench
 	@if [ -n "$(MODEL)" ]; then \

@@ -82,6 +82,8 @@ def test_wrong_type_is_rejected():
         config_from_dict({"level1": {"train": {"epochs": "ten"}}})
     with pytest.raises(ConfigError, match=r"data\.format"):
         config_from_dict({"data": {"format": "coco"}})
+    with pytest.raises(ConfigError, match=r"frame\.patches == 'landmarks', must be one of"):
+        config_from_dict({"frame": {"patches": "landmarks"}})
 
 
 def test_missing_file_is_named(tmp_path):

@@ -4,11 +4,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from facecascade.config import Config
+from facecascade.config import Config, config_from_dict
 from facecascade.crops import (
     crop_schema,
     face_samples,
     net_windows,
+    patch_frames,
     read_crop_table,
     samples_to_table,
     standardise,
@@ -85,6 +86,38 @@ def test_patch_crops_are_centred_on_previous_prediction_and_shaken():
     for i in range(len(n21.face_id)):
         crop = n21.pixels[i].reshape(15, 15)
         assert np.linalg.norm(blob_centre(crop) - (n21.target[i] * 15 - 0.5)) < 0.6
+
+
+@pytest.mark.parametrize("patches", ["box", "points"])
+def test_points_sized_patches_do_not_depend_on_the_box(patches):
+    # the same face and level-1 estimate, boxed by two detectors: MTFL-tall and a larger square
+    cfg = config_from_dict({"frame": {"patches": patches}})
+    prev = POINTS + np.array([1.0, -1.0])
+    square = np.array([12.0, 18.0, 102.0, 108.0])
+    img = dot_image(POINTS[0])
+    a, b = (face_samples(2, img, POINTS, box, 0, cfg, np.random.default_rng(0), train=False,
+                         prev_points=prev)["LE21"] for box in (BOX, square))
+    if patches == "box":  # window half-size 0.16 of each box's frame
+        np.testing.assert_allclose(a.win_wh[0], 2 * 0.16 * np.sqrt(65 * 80), rtol=1e-6)
+        np.testing.assert_allclose(b.win_wh[0], 2 * 0.16 * 90, rtol=1e-6)
+    else:  # 0.16 of 2.5 * sqrt(IOD * eye-mouth distance), the same for both boxes
+        iod = np.linalg.norm(prev[1] - prev[0])
+        em = np.linalg.norm(prev[3:].mean(axis=0) - prev[:2].mean(axis=0))
+        np.testing.assert_allclose(a.win_wh[0], 2 * 0.16 * 2.5 * np.sqrt(iod * em), rtol=1e-6)
+        np.testing.assert_array_equal(a.win_wh, b.win_wh)
+        np.testing.assert_array_equal(a.target, b.target)
+        np.testing.assert_array_equal(a.pixels, b.pixels)
+
+
+def test_points_frame_is_kept_within_half_and_twice_the_box_frame():
+    cfg = config_from_dict({"frame": {"patches": "points"}})
+    frames = face_frame(BOX[None])
+    side = np.sqrt(65 * 80)
+    collapsed = np.repeat(POINTS.mean(axis=0, keepdims=True), 5, axis=0)[None]
+    spread = (POINTS - POINTS.mean(axis=0)) * 10 + POINTS.mean(axis=0)
+    for prev, want in ((collapsed, 0.5 * side), (spread[None], 2.0 * side)):
+        w = net_windows(get_spec("LE21"), patch_frames(frames, prev, cfg), cfg, prev)
+        np.testing.assert_allclose(w[0, 2] - w[0, 0], 2 * 0.16 * want, rtol=1e-6)
 
 
 def test_patch_windows_need_previous_points():

@@ -179,6 +179,15 @@ def test_fast_path_agrees_with_reference_on_procedural_faces(backend):
     _check_parity(fast, [f.image for f in faces], boxes)
 
 
+def test_fast_path_agrees_with_reference_with_points_sized_patches():
+    faces = generate(150, seed=1, size=128)
+    boxes = np.stack([f.box for f in faces])
+    fast = FastCascade.untrained(config_from_dict({"frame": {"patches": "points"}}), levels=3,
+                                 seed=0)
+    fast.threads = 1
+    _check_parity(fast, [f.image for f in faces], boxes)
+
+
 def test_fast_path_keeps_level1_fusion_weights():
     d = Config().to_dict()
     d["level1"]["model"]["fusion"] = {"F1": 3.0, "EN1": 1.0, "NM1": 0.5}

@@ -23,7 +23,7 @@ import torch
 from . import geometry as geo
 from .checks import check_boxes
 from .config import Config, ConfigError, config_from_dict
-from .crops import cut, net_windows, standardise
+from .crops import cut, net_windows, patch_frames, standardise
 from .frame import face_frame
 from .io import atomic_path, load_tensors
 from .nets import create_net, get_spec, level_nets
@@ -164,10 +164,13 @@ class Cascade:
 
         Level 1 fuses F1, EN1 and NM1 with the eq. 4 weights of
         ``level1.model.fusion``; levels 2 and 3 average each point's pair of nets.
-        ``frames`` are the faces' canonical frames (:func:`facecascade.frame.face_frame`).
+        ``frames`` are the faces' canonical frames (:func:`facecascade.frame.face_frame`);
+        levels 2 and 3 size their windows by :func:`facecascade.crops.patch_frames`.
         """
         if level not in self.levels_available:
             raise ValueError(f"level == {level}, this cascade has levels 1..{self.levels}")
+        if level > 1 and prev is not None:
+            frames = patch_frames(frames, prev, self.cfg)
         n = len(frames)
         acc = np.zeros((n, 5, 2))
         weight = np.zeros(5)

@@ -71,12 +71,28 @@ class SynthConfig:
         _check(self.image_size >= 48, f"{key}.image_size", self.image_size, ">= 48")
 
 
+PATCH_FRAMES = ("box", "points")
+
+
 @dataclass(frozen=True)
 class FrameConfig:
+    """The face frame, and what sizes the windows of levels 2 and 3.
+
+    ``patches: box`` (the papers): level-2/3 windows and shake are fractions of the
+    detector box's frame. ``patches: points``: of a frame of side ``points_scale *
+    frame.landmark_size(previous level's points)``, so they no longer depend on the
+    detector's box style or scale (:func:`facecascade.frame.points_frame`).
+    """
+
     scale: float = 1.0
+    patches: str = "box"
+    points_scale: float = 2.5
 
     def validate(self, key: str) -> None:
         _check(self.scale > 0, f"{key}.scale", self.scale, "> 0")
+        _check(self.patches in PATCH_FRAMES, f"{key}.patches", self.patches,
+               f"one of {PATCH_FRAMES}")
+        _check(self.points_scale > 0, f"{key}.points_scale", self.points_scale, "> 0")
 
 
 OPTIMIZERS = ("sgd", "adam")

@@ -36,7 +36,14 @@ import pyarrow.parquet as pq
 
 from . import geometry as geo
 from .config import Config
-from .frame import BoxStyle, convert_style, face_frame, jitter_boxes, measure_style
+from .frame import (
+    BoxStyle,
+    convert_style,
+    face_frame,
+    jitter_boxes,
+    measure_style,
+    points_frame,
+)
 from .nets import NetSpec, get_spec, level_nets
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,18 @@ ROW_GROUP_SIZE = 8192
 MIN_STD = 1e-3 * 255
 
 
+def patch_frames(frames: np.ndarray, prev_points: np.ndarray, cfg: Config) -> np.ndarray:
+    """The frames ``(n, 4)`` that size levels 2 and 3's windows and shake.
+
+    With ``frame.patches: box`` (the papers) the faces' box frames ``frames`` as they
+    are; with ``points``, frames sized from the previous level's points ``(n, 5, 2)``
+    (:func:`facecascade.frame.points_frame`), the same whatever box the detector drew.
+    """
+    if cfg.frame.patches == "box":
+        return np.asarray(frames, dtype=np.float64)
+    return points_frame(prev_points, cfg.frame.points_scale, frames)
+
+
 def net_windows(spec: NetSpec, frames: np.ndarray, cfg: Config,
                 prev_points: np.ndarray | None = None) -> np.ndarray:
     """Input windows ``(n, 4)`` of network ``spec`` for faces with the given frames.
@@ -53,7 +72,8 @@ def net_windows(spec: NetSpec, frames: np.ndarray, cfg: Config,
     Level 1: a region of the frame (``full``, ``top`` or ``bottom``, the last two
     of heights ``level1.top_fraction`` / ``bottom_fraction``). Levels 2/3: a
     window centred on the previous estimate of the net's point, of half-size
-    ``windows[pair_index]`` times the frame (paper eq. 5).
+    ``windows[pair_index]`` times the frame (paper eq. 5); for these, ``frames``
+    are the :func:`patch_frames`.
     """
     if spec.level == 1:
         top, bottom = cfg.level1.crops.top_fraction, cfg.level1.crops.bottom_fraction
@@ -237,6 +257,7 @@ def face_samples(level: int, gray: np.ndarray, points: np.ndarray, box: np.ndarr
     frames = np.repeat(face_frame(np.asarray(box, dtype=np.float64)[None], cfg.frame.scale),
                        n_win, axis=0)
     prev = np.repeat(np.asarray(prev_points, dtype=np.float64)[None], n_win, axis=0)
+    frames = patch_frames(frames, prev, cfg)
     pts = np.repeat(np.asarray(points, dtype=np.float64)[None], n_win, axis=0)
     ident = np.repeat(geo.similarity(np.zeros((1, 2)), 0.0), n_win, axis=0)
     ids = np.arange(n_win)

@@ -53,6 +53,39 @@ def jitter_boxes(boxes: np.ndarray, rng: np.random.Generator, *, scale_sigma: fl
     return boxes_from_center(center, new_wh)
 
 
+
+def landmark_size(points: np.ndarray) -> np.ndarray:
+    """Size ``(n,)`` of 5-point faces ``(n, 5, 2)``: ``sqrt(IOD * eye-to-mouth distance)``.
+
+    The geometric mean of the face's width (inter-ocular distance) and height (eye
+    centre to mouth centre) varies less with head pose than either alone.
+
+    >>> pts = np.array([[[10., 20.], [30., 20.], [20., 30.], [12., 40.], [28., 40.]]])
+    >>> landmark_size(pts).round(3).tolist()
+    [20.0]
+    """
+    points = np.asarray(points, dtype=np.float64)
+    iod = np.linalg.norm(points[:, 1] - points[:, 0], axis=1)
+    eyes, mouth = points[:, :2].mean(axis=1), points[:, 3:].mean(axis=1)
+    return np.sqrt(iod * np.linalg.norm(mouth - eyes, axis=1))
+
+
+def points_frame(points: np.ndarray, scale: float, frames: np.ndarray) -> np.ndarray:
+    """Square frames ``(n, 4)`` sized from 5-point faces instead of their detector boxes.
+
+    The side is ``scale * landmark_size(points)``, kept within half and twice the side
+    of the faces' box frames ``frames`` (so a degenerate estimate cannot give an
+    empty or huge window); the frames stay centred where ``frames`` are.
+
+    >>> pts = np.array([[[10., 20.], [30., 20.], [20., 30.], [12., 40.], [28., 40.]]])
+    >>> points_frame(pts, 2.5, np.array([[0., 0., 40., 40.]])).tolist()
+    [[-5.0, -5.0, 45.0, 45.0]]
+    """
+    frames = np.asarray(frames, dtype=np.float64)
+    side = np.sqrt(np.prod(box_size(frames), axis=1))
+    size = np.clip(scale * landmark_size(points), 0.5 * side, 2.0 * side)
+    return boxes_from_center(box_center(frames), size)
+
 @dataclass(frozen=True)
 class BoxStyle:
     """Where a box convention puts a face: medians over faces of a set or a detector.

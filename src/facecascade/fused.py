@@ -46,7 +46,7 @@ from torch import nn
 
 from .cascade import Cascade
 from .config import Config
-from .crops import MIN_STD, net_windows
+from .crops import MIN_STD, net_windows, patch_frames
 from .nets import get_spec, level_nets
 from .sampling import sample_groups
 
@@ -409,6 +409,8 @@ class FastCascade(Cascade):
         frames = np.asarray(frames, np.float64)
         if level > 1 and prev is None:
             raise ValueError(f"level {level} needs the previous level's points (prev)")
+        if level > 1:
+            frames = patch_frames(frames, np.asarray(prev, np.float64), self.cfg)
         n = len(frames)
         out = np.empty((n, 5, 2))
         image_index = np.asarray(image_index, np.int64)

@@ -252,9 +252,12 @@ class ResourcesConfig:
     seed: int = 0
     torch_threads: int = 1
     storage_path: str = "ray_results"
+    checkpoint_seconds: float = 20.0
 
     def validate(self, key: str) -> None:
         _check(bool(self.storage_path), f"{key}.storage_path", self.storage_path, "non-empty")
+        _check(self.checkpoint_seconds >= 0, f"{key}.checkpoint_seconds",
+               self.checkpoint_seconds, ">= 0")
         _check(self.cpus_per_net > 0, f"{key}.cpus_per_net", self.cpus_per_net, "> 0")
         _check(self.gpus_per_net >= 0, f"{key}.gpus_per_net", self.gpus_per_net, ">= 0")
         _check(self.max_concurrent >= 0, f"{key}.max_concurrent", self.max_concurrent, ">= 0")

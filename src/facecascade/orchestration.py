@@ -326,9 +326,13 @@ def _new_meta(net: str) -> dict[str, Any]:
 def _train_worker(config: dict[str, Any]) -> None:
     """Per-worker function of one job: train its nets one after another, report each epoch.
 
-    Every report's checkpoint holds ``meta.json`` (every net's history and outcome,
-    and which net is in training), that net's exact ``fit_one`` state and the best
-    weights of the nets already trained; a restarted worker resumes from it. A net
+    After an epoch or a net, it reports with a checkpoint when ``resources.checkpoint_seconds``
+    have passed since the last one (0: every time), and always after its last net: Ray
+    Train V2 takes reports from a worker about every 2 s, which on small tables costs
+    more than the epochs. A restarted worker loses at most that much work. A
+    checkpoint holds ``meta.json`` (every net's history and outcome, and which net is in
+    training), that net's exact ``fit_one`` state and the best weights of the nets
+    already trained; a restarted worker resumes from it. A net
     whose training raises is recorded as failed and the worker goes on to the next.
     """
     start = time.time()
@@ -354,7 +358,17 @@ def _train_worker(config: dict[str, Any]) -> None:
                 logger.warning("%s: resuming after epoch %s (restart %d)", now["net"],
                                resume["epoch"], metas[now["net"]]["restarts"])
 
-    def report(metrics: Mapping[str, Any], state: Mapping[str, Any] | None) -> None:
+    last = {"checkpoint": time.monotonic()}
+
+    def report(metrics: Mapping[str, Any], state: Mapping[str, Any] | None,
+               force: bool = False) -> None:
+        # Ray Train V2 takes about one report per 2 s from a worker (a report blocks until
+        # the controller has taken the previous ones): report, with a checkpoint, only
+        # every checkpoint_seconds and at the job's end. The history is in the checkpoint.
+        if not force and time.monotonic() - last["checkpoint"] < config["checkpoint_seconds"]:
+            return
+        last["checkpoint"] = time.monotonic()
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))}
         with tempfile.TemporaryDirectory(prefix="fc-ckpt-") as tmp:
             if state is not None:
                 tr.save_checkpoint(state, Path(tmp) / STATE_FILE)
@@ -362,7 +376,6 @@ def _train_worker(config: dict[str, Any]) -> None:
                 torch.save(weights, Path(tmp) / f"{net}{WEIGHTS_SUFFIX}")
             (Path(tmp) / META_FILE).write_text(json.dumps({"nets": metas, "net": now["net"]}),
                                                encoding="utf-8")
-            scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))}
             ray.train.report(scalars, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     for net in config["nets"]:
@@ -394,8 +407,9 @@ def _train_worker(config: dict[str, Any]) -> None:
                         epochs_run=fit.epochs_run, stopped_early=fit.stopped_early)
         meta["end"] = start = time.time()
         now["net"], resume = None, None
-        # this net's outcome in a checkpoint: a restart does not train it again
-        report({"final": 1, "end": meta["end"]}, None)
+        # this net's outcome in a checkpoint: a restart does not train it again (the last
+        # net's always: the launcher reads the job's result from it)
+        report({"final": 1, "end": meta["end"]}, None, force=net == config["nets"][-1])
 
 
 # --------------------------------------------------------------------------- launcher task
@@ -779,6 +793,7 @@ def train_level(
                          "nets": group, "train": dataclasses.asdict(tcfg),
                          "seed": cfg.resources.seed, "local_share": local_share,
                          "torch_threads": cfg.resources.torch_threads,
+                         "checkpoint_seconds": cfg.resources.checkpoint_seconds,
                          "shuffle_buffer": shuffle_buffer, "hook": epoch_hook,
                          "data": {net: data[net] for net in group}}})
 

@@ -66,7 +66,8 @@ def small_config(**resources: object) -> Config:
     train = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.02, "lr_step": 1000, "patience": 10}
     return config_from_dict({
         "level2": {"train": train},
-        "resources": {"cpus_per_net": 1.0, "max_failures": 2, "torch_threads": 1, **resources},
+        "resources": {"cpus_per_net": 1.0, "max_failures": 2, "torch_threads": 1,
+                      "checkpoint_seconds": 0, **resources},
     })
 
 

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from facecascade import orchestration
@@ -50,15 +51,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     >>> round(spearman(np.array([1.0, 2.0, 3.0]), np.array([10.0, 30.0, 20.0])), 2)
     0.5
     """
-    def ranks(x: np.ndarray) -> np.ndarray:
-        order = np.argsort(x, kind="stable")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x), dtype=float)
-        for v in np.unique(x):  # mean rank of ties
-            r[x == v] = r[x == v].mean()
-        return r
-
-    return float(np.corrcoef(ranks(np.asarray(a, float)), ranks(np.asarray(b, float)))[0, 1])
+    return float(pd.DataFrame({"a": a, "b": b}).corr(method="spearman").iloc[0, 1])
 
 
 def settings_key(config: dict) -> str:

@@ -53,7 +53,6 @@ def jitter_boxes(boxes: np.ndarray, rng: np.random.Generator, *, scale_sigma: fl
     return boxes_from_center(center, new_wh)
 
 
-
 def landmark_size(points: np.ndarray) -> np.ndarray:
     """Size ``(n,)`` of 5-point faces ``(n, 5, 2)``: ``sqrt(IOD * eye-to-mouth distance)``.
 
@@ -85,6 +84,7 @@ def points_frame(points: np.ndarray, scale: float, frames: np.ndarray) -> np.nda
     side = np.sqrt(np.prod(box_size(frames), axis=1))
     size = np.clip(scale * landmark_size(points), 0.5 * side, 2.0 * side)
     return boxes_from_center(box_center(frames), size)
+
 
 @dataclass(frozen=True)
 class BoxStyle:

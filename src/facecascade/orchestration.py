@@ -2,7 +2,7 @@
 
 :func:`facecascade.train.fit_one` knows nothing of Ray: the per-worker function here
 gives it its batch sources and an ``on_epoch`` callback that writes the checkpoint
-dict and reports it.
+dict and reports it (at most every ``resources.checkpoint_seconds``).
 
 Jobs. A level runs as few Ray Train (V2) ``TorchTrainer`` jobs as the cluster fits at
 once: ``resources.max_concurrent``, or 0 for ``floor(cluster CPUs / cpus_per_net)``
@@ -324,7 +324,7 @@ def _new_meta(net: str) -> dict[str, Any]:
 
 
 def _train_worker(config: dict[str, Any]) -> None:
-    """Per-worker function of one job: train its nets one after another, report each epoch.
+    """Per-worker function of one job: train its nets one after another, report progress.
 
     After an epoch or a net, it reports with a checkpoint when ``resources.checkpoint_seconds``
     have passed since the last one (0: every time), and always after its last net: Ray

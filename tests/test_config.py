@@ -84,6 +84,8 @@ def test_wrong_type_is_rejected():
         config_from_dict({"data": {"format": "coco"}})
     with pytest.raises(ConfigError, match=r"frame\.patches == 'landmarks', must be one of"):
         config_from_dict({"frame": {"patches": "landmarks"}})
+    with pytest.raises(ConfigError, match=r"level2\.train\.loss == 'l2', must be one of"):
+        config_from_dict({"level2": {"train": {"loss": "l2"}}})
 
 
 def test_missing_file_is_named(tmp_path):

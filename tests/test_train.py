@@ -15,6 +15,8 @@ from facecascade.config import TrainConfig
 from facecascade.train import (
     ArrayBatches,
     FitResult,
+    distance_loss,
+    euclidean_loss,
     fit_one,
     load_checkpoint,
     lr_at,
@@ -130,6 +132,34 @@ def test_fit_one_learns_blob_centres(data):
     assert [m["epoch"] for m in result.history] == list(range(1, 7))
     assert result.history[-1]["step"] == 6 * 16
     assert all(t.device.type == "cpu" for t in result.state_dict.values())
+
+
+def test_distance_loss_bounds_each_face_gradient():
+    """The distance loss pulls every face by a unit step, whatever its error; eq. 6's squared
+    error pulls a face 100 times off 100 times harder (its worst faces dominate)."""
+    target = torch.zeros(2, 4)
+    pred = torch.tensor([[0.03, 0.04, 0.0, 0.01], [3.0, 4.0, 0.0, 1.0]], requires_grad=True)
+    assert float(distance_loss(pred.detach(), target)) == pytest.approx((0.06 + 6.0) / 2)
+    for loss, ratio in ((distance_loss, 1.0), (euclidean_loss, 100.0)):
+        (grad,) = torch.autograd.grad(loss(pred, target), pred)
+        per_point = grad.reshape(2, 2, 2).norm(dim=2)
+        assert (per_point[1] / per_point[0]).tolist() == pytest.approx([ratio, ratio])
+    zero = torch.zeros(1, 2, requires_grad=True)
+    (grad,) = torch.autograd.grad(distance_loss(zero, torch.zeros(1, 2)), zero)
+    assert torch.isfinite(grad).all()
+
+
+def test_fit_one_trains_with_the_configured_loss(data):
+    a = fit(data, TrainConfig(epochs=2, loss="euclidean"), seed=5)
+    b = fit(data, TrainConfig(epochs=2, loss="distance"), seed=5)
+    # the distance is about sqrt(2 * euclidean) per point: a different quantity is minimised
+    assert b.history[0]["train_loss"] > 2 * a.history[0]["train_loss"]
+    assert not torch.equal(a.state_dict["head.1.weight"], b.state_dict["head.1.weight"])
+    train, val = data
+    baseline = np.mean(np.linalg.norm((val["target"] - train["target"].mean(0)) * val["win_wh"],
+                                      axis=1) / val["iod"])
+    assert fit(data, TrainConfig(epochs=6, patience=6, loss="distance")).best_val_nme < \
+        0.5 * baseline
 
 
 def test_fit_one_is_deterministic_for_a_seed(data):

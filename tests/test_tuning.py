@@ -19,7 +19,8 @@ def test_search_params_are_validated():
                      ({"reduction_factor": 1}, "tune.reduction_factor"),
                      ({"momentum": [0.5, 1.0]}, "tune.momentum"),
                      ({"weight_decay": [-1e-4]}, "tune.weight_decay"),
-                     ({"weight_decay": []}, "tune.weight_decay")):
+                     ({"weight_decay": []}, "tune.weight_decay"),
+                     ({"loss": ["l2"]}, "tune.loss"), ({"loss": []}, "tune.loss")):
         with pytest.raises(ConfigError, match=key):
             config_from_dict({"tune": bad})
 
@@ -33,7 +34,8 @@ def test_unknown_net_and_missing_tables_are_named(tmp_path):
 
 def _trial(tid, nmes, status="finished", **config):
     cfg = {"optimizer": "sgd", "lr": 0.01, "lr_schedule": "step", "momentum": 0.9,
-           "batch_size": 64, "dropout": 0.0, "weight_decay": 5e-4, **config}
+           "batch_size": 64, "dropout": 0.0, "weight_decay": 5e-4, "loss": "euclidean",
+           **config}
     hist = [{"epoch": i + 1, "train_loss": 0.1, "val_nme": v, "lr": cfg["lr"]}
             for i, v in enumerate(nmes)]
     return TrialResult(tid, cfg, status, hist)
@@ -42,7 +44,7 @@ def _trial(tid, nmes, status="finished", **config):
 def test_best_trial_and_suggested_params():
     trials = [_trial("a", [0.3, 0.2, 0.15]), _trial("b", [0.25], "stopped", lr=0.1),
               _trial("c", [0.2, 0.12, 0.13], lr=0.003, batch_size=32, optimizer="adam",
-                     weight_decay=0.0),
+                     weight_decay=0.0, loss="distance"),
               TrialResult("d", {"lr": 0.02, "momentum": 0.9, "batch_size": 64, "dropout": 0.0},
                           "failed", [], "RuntimeError: boom")]
     cfg = Config()
@@ -53,6 +55,7 @@ def test_best_trial_and_suggested_params():
     assert suggested["lr"] == 0.003 and suggested["batch_size"] == 32
     assert suggested["optimizer"] == "adam" and suggested["lr_schedule"] == "step"
     assert suggested["weight_decay"] == 0.0  # searched: the trial's, not the level's 5e-4
+    assert suggested["loss"] == "distance"
     assert SearchResult.from_dict(doc).best.config == result.best.config
     assert suggested["epochs"] == cfg.level2.train.epochs  # not searched: from the level
     lines = result.table().splitlines()

@@ -97,6 +97,7 @@ class FrameConfig:
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("step", "cosine")
+LOSSES = ("euclidean", "distance")
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,9 @@ class TrainConfig:
     is then Adam's beta1). ``lr_schedule`` is ``step`` (``lr * lr_decay ** (iteration //
     lr_step)``, the papers') or ``cosine`` (from ``lr`` down to 0 over ``epochs``, set
     every iteration; ``lr_decay`` and ``lr_step`` are unused). ``weight_decay`` is the L2
-    term of eq. 6 (coupled, as in Caffe, for both optimisers).
+    term of eq. 6 (coupled, as in Caffe, for both optimisers). ``loss`` is ``euclidean``
+    (eq. 6's data term, half the squared error, the papers') or ``distance`` (the
+    summed point-to-point distance, what NME measures; see ``train.LOSSES``).
     """
 
     epochs: int = 6
@@ -121,8 +124,10 @@ class TrainConfig:
     weight_decay: float = 5e-4
     dropout: float = 0.25
     patience: int = 6
+    loss: str = "euclidean"
 
     def validate(self, key: str) -> None:
+        _check(self.loss in LOSSES, f"{key}.loss", self.loss, f"one of {LOSSES}")
         _check(self.optimizer in OPTIMIZERS, f"{key}.optimizer", self.optimizer,
                f"one of {OPTIMIZERS}")
         _check(self.lr_schedule in LR_SCHEDULES, f"{key}.lr_schedule", self.lr_schedule,
@@ -314,8 +319,8 @@ class SearchConfig:
 
     ``net`` is the level's representative network: the best settings are applied to
     its level's ``train`` section. ``lr`` and ``momentum`` are ``[low, high]`` ranges
-    (log-uniform and uniform); ``batch_size``, ``dropout``, ``weight_decay``, ``optimizer`` and
-    ``lr_schedule`` are lists of choices. ``subset`` is the share of the training
+    (log-uniform and uniform); ``batch_size``, ``dropout``, ``weight_decay``, ``optimizer``,
+    ``lr_schedule`` and ``loss`` are lists of choices. ``subset`` is the share of the training
     faces whose crops the trials train on (validation is always whole). Trials train for at most
     ``max_epochs``; ASHA stops weak ones at ``grace_period * reduction_factor**k`` epochs.
     """
@@ -332,6 +337,7 @@ class SearchConfig:
     weight_decay: tuple[float, ...] = (0.0, 5e-4)
     optimizer: tuple[str, ...] = ("sgd", "adam")
     lr_schedule: tuple[str, ...] = ("step", "cosine")
+    loss: tuple[str, ...] = ("euclidean", "distance")
     subset: float = 1.0
     seed: int = 0
 
@@ -357,6 +363,8 @@ class SearchConfig:
         _check(bool(self.lr_schedule) and set(self.lr_schedule) <= set(LR_SCHEDULES),
                f"{key}.lr_schedule", list(self.lr_schedule),
                f"non-empty, each one of {LR_SCHEDULES}")
+        _check(bool(self.loss) and set(self.loss) <= set(LOSSES), f"{key}.loss",
+               list(self.loss), f"non-empty, each one of {LOSSES}")
         _check(0 < self.subset <= 1, f"{key}.subset", self.subset, "in (0, 1]")
 
 

@@ -3,8 +3,8 @@
 A search trains the network named in ``params.yaml``'s ``tune`` section on its crop
 tables (``{net}.train.parquet`` / ``{net}.val.parquet`` of a level's crop directory)
 with configurations sampled from the section's space: learning rate (log-uniform),
-momentum (uniform), batch size, dropout and weight decay (choices). Every other training setting
-comes from the network's level section. Each trial is a Ray Tune function trainable
+momentum (uniform), batch size, dropout, weight decay and the loss (choices). Every other
+training setting comes from the network's level section. Each trial is a Ray Tune function trainable
 with explicit resources (``resources.cpus_per_net`` / ``gpus_per_net``) that reports
 the validation NME after every epoch; an ASHA scheduler stops weak trials early. The
 crop tables go to the object store once (``tune.with_parameters``), not per trial.
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 #: TrainConfig fields a search samples; the rest come from the network's level section
 SEARCHED = ("optimizer", "lr", "lr_schedule", "momentum", "batch_size", "dropout",
-            "weight_decay")
+            "weight_decay", "loss")
 #: what a trial reports after every epoch (its history records)
 REPORTED = ("epoch", "train_loss", "val_nme", "lr")
 
@@ -125,7 +125,8 @@ class SearchResult:
         """A text table of the trials, best first."""
         rows = sorted(self.trials, key=lambda t: t.best_val_nme)
         lines = [f"{'trial':12s} {'optim':>5s} {'sched':>6s} {'lr':>9s} {'momentum':>8s} "
-                 f"{'batch':>5s} {'dropout':>7s} {'wd':>7s} {'epochs':>6s} {'val NME%':>8s}"
+                 f"{'batch':>5s} {'dropout':>7s} {'wd':>7s} {'loss':>9s} {'epochs':>6s} "
+                 f"{'val NME%':>8s}"
                  "  status"]
         for t in rows:
             c = t.config
@@ -133,7 +134,8 @@ class SearchResult:
             lines.append(f"{t.trial_id:12s} {c.get('optimizer', '-'):>5s} "
                          f"{c.get('lr_schedule', '-'):>6s} {c['lr']:9.2e} {c['momentum']:8.3f} "
                          f"{c['batch_size']:5d} {c['dropout']:7.2f} "
-                         f"{c.get('weight_decay', float('nan')):7.1e} {t.epochs:6d} {nme}  "
+                         f"{c.get('weight_decay', float('nan')):7.1e} {c.get('loss', '-'):>9s} "
+                         f"{t.epochs:6d} {nme}  "
                          f"{t.status}" + (f" ({t.error})" if t.error else ""))
         return "\n".join(lines)
 
@@ -146,7 +148,8 @@ def space_description(scfg: SearchConfig) -> dict[str, Any]:
             "momentum": {"uniform": list(scfg.momentum)},
             "batch_size": {"choice": list(scfg.batch_size)},
             "dropout": {"choice": list(scfg.dropout)},
-            "weight_decay": {"choice": list(scfg.weight_decay)}, "subset": scfg.subset}
+            "weight_decay": {"choice": list(scfg.weight_decay)},
+            "loss": {"choice": list(scfg.loss)}, "subset": scfg.subset}
 
 
 def subset_faces(face_id: np.ndarray, share: float, seed: int) -> np.ndarray:
@@ -193,6 +196,7 @@ def _param_space(scfg: SearchConfig) -> dict[str, Any]:
             "batch_size": tune.choice(list(scfg.batch_size)),
             "dropout": tune.choice(list(scfg.dropout)),
             "weight_decay": tune.choice(list(scfg.weight_decay)),
+            "loss": tune.choice(list(scfg.loss)),
             "optimizer": tune.choice(list(scfg.optimizer)),
             "lr_schedule": tune.choice(list(scfg.lr_schedule))}
 

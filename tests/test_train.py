@@ -18,6 +18,7 @@ from facecascade.train import (
     distance_loss,
     euclidean_loss,
     fit_one,
+    l1_loss,
     load_checkpoint,
     lr_at,
     save_checkpoint,
@@ -135,12 +136,12 @@ def test_fit_one_learns_blob_centres(data):
 
 
 def test_distance_loss_bounds_each_face_gradient():
-    """The distance loss pulls every face by a unit step, whatever its error; eq. 6's squared
-    error pulls a face 100 times off 100 times harder (its worst faces dominate)."""
+    """The distance and L1 losses pull every face by a bounded step, whatever its error; eq. 6's
+    squared error pulls a face 100 times off 100 times harder (its worst faces dominate)."""
     target = torch.zeros(2, 4)
     pred = torch.tensor([[0.03, 0.04, 0.0, 0.01], [3.0, 4.0, 0.0, 1.0]], requires_grad=True)
     assert float(distance_loss(pred.detach(), target)) == pytest.approx((0.06 + 6.0) / 2)
-    for loss, ratio in ((distance_loss, 1.0), (euclidean_loss, 100.0)):
+    for loss, ratio in ((distance_loss, 1.0), (l1_loss, 1.0), (euclidean_loss, 100.0)):
         (grad,) = torch.autograd.grad(loss(pred, target), pred)
         per_point = grad.reshape(2, 2, 2).norm(dim=2)
         assert (per_point[1] / per_point[0]).tolist() == pytest.approx([ratio, ratio])
@@ -152,9 +153,12 @@ def test_distance_loss_bounds_each_face_gradient():
 def test_fit_one_trains_with_the_configured_loss(data):
     a = fit(data, TrainConfig(epochs=2, loss="euclidean"), seed=5)
     b = fit(data, TrainConfig(epochs=2, loss="distance"), seed=5)
+    c = fit(data, TrainConfig(epochs=2, loss="l1"), seed=5)
     # the distance is about sqrt(2 * euclidean) per point: a different quantity is minimised
     assert b.history[0]["train_loss"] > 2 * a.history[0]["train_loss"]
-    assert not torch.equal(a.state_dict["head.1.weight"], b.state_dict["head.1.weight"])
+    assert c.history[0]["train_loss"] > b.history[0]["train_loss"]  # |dx| + |dy| >= distance
+    for other in (b, c):
+        assert not torch.equal(a.state_dict["head.1.weight"], other.state_dict["head.1.weight"])
     train, val = data
     baseline = np.mean(np.linalg.norm((val["target"] - train["target"].mean(0)) * val["win_wh"],
                                       axis=1) / val["iod"])

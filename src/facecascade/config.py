@@ -97,7 +97,7 @@ class FrameConfig:
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("step", "cosine")
-LOSSES = ("euclidean", "distance")
+LOSSES = ("euclidean", "distance", "l1")
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,9 @@ class TrainConfig:
     lr_step)``, the papers') or ``cosine`` (from ``lr`` down to 0 over ``epochs``, set
     every iteration; ``lr_decay`` and ``lr_step`` are unused). ``weight_decay`` is the L2
     term of eq. 6 (coupled, as in Caffe, for both optimisers). ``loss`` is ``euclidean``
-    (eq. 6's data term, half the squared error, the papers') or ``distance`` (the
-    summed point-to-point distance, what NME measures; see ``train.LOSSES``).
+    (eq. 6's data term, half the squared error, the papers'), ``distance`` (the
+    summed point-to-point distance, what NME measures) or ``l1`` (the summed absolute
+    coordinate errors); see ``train.LOSSES``.
     """
 
     epochs: int = 6
@@ -337,7 +338,7 @@ class SearchConfig:
     weight_decay: tuple[float, ...] = (0.0, 5e-4)
     optimizer: tuple[str, ...] = ("sgd", "adam")
     lr_schedule: tuple[str, ...] = ("step", "cosine")
-    loss: tuple[str, ...] = ("euclidean", "distance")
+    loss: tuple[str, ...] = ("euclidean", "distance", "l1")
     subset: float = 1.0
     seed: int = 0
 

@@ -82,8 +82,18 @@ def distance_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((d * d).sum(dim=2) + 1e-12).sum(dim=1).mean()
 
 
+def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Summed absolute coordinate errors, averaged over the batch (bounded gradient, like
+    :func:`distance_loss`, but per coordinate).
+
+    >>> float(l1_loss(torch.zeros(2, 4), torch.tensor([[3.0, -4.0, 0.0, 0.0]] * 2)))
+    7.0
+    """
+    return (pred - target).abs().sum(dim=1).mean()
+
+
 #: the training losses by ``TrainConfig.loss`` name
-LOSSES = {"euclidean": euclidean_loss, "distance": distance_loss}
+LOSSES = {"euclidean": euclidean_loss, "distance": distance_loss, "l1": l1_loss}
 
 
 def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int | None = None) -> float:

@@ -58,7 +58,7 @@ def test_tune_command_searches_reports_and_logs(tmp_path: Path, monkeypatch, cap
         assert 0.002 <= c["lr"] <= 0.05 and 0.85 <= c["momentum"] <= 0.9
         assert c["batch_size"] in (32, 64) and c["dropout"] == 0.0
         assert c["weight_decay"] in (0.0, 0.001)
-        assert c["loss"] in ("euclidean", "distance")  # the default choices
+        assert c["loss"] in ("euclidean", "distance", "l1")  # the default choices
     assert len({t["config"]["lr"] for t in doc["trials"]}) == 4  # sampled, not repeated
     best = doc["best"]
     assert best["best_val_nme"] == min(t["best_val_nme"] for t in doc["trials"])

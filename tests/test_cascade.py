@@ -39,6 +39,20 @@ def test_predict_returns_every_level(cascade, faces):
     np.testing.assert_allclose(two[2], out[2])
 
 
+def test_faces_too_small_for_a_level_keep_the_previous_points(faces):
+    images, boxes = faces
+    plain = Cascade.untrained(Config(), levels=3, seed=0).predict(images, boxes)
+    # level 3's narrowest window is 2 * 0.08 * frame side: 9.1, 11.1 and 8.8 px for these boxes
+    side = np.sqrt(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1))
+    assert np.allclose(2 * 0.08 * side, [9.12, 11.09, 8.8], atol=0.01)
+    cfg = config_from_dict({"level3": {"crops": {"min_window_px": 10}}})
+    gated = Cascade.untrained(cfg, levels=3, seed=0).predict(images, boxes)
+    np.testing.assert_array_equal(gated[2], plain[2])  # level 2 is not gated
+    np.testing.assert_array_equal(gated[3][[0, 2]], plain[2][[0, 2]])  # kept level 2's
+    np.testing.assert_array_equal(gated[3][1], plain[3][1])  # refined as before
+    assert not np.allclose(plain[3][[0, 2]], plain[2][[0, 2]])  # the gate changed something
+
+
 def test_level1_fusion_is_eq4_weighted_average(faces):
     images, boxes = faces
     cfg = Config()

@@ -188,6 +188,20 @@ def test_fast_path_agrees_with_reference_with_points_sized_patches():
     _check_parity(fast, [f.image for f in faces], boxes)
 
 
+def test_fast_path_gates_small_faces_as_the_reference_does():
+    faces = generate(150, seed=2, size=128)
+    boxes = np.stack([f.box for f in faces])
+    side = np.sqrt(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1))
+    cut_px = float(np.median(2 * 0.08 * side))  # about half the faces keep level 2's points
+    fast = FastCascade.untrained(config_from_dict(
+        {"level3": {"crops": {"min_window_px": cut_px}}}), levels=3, seed=0)
+    fast.threads = 1
+    out = fast.predict([f.image for f in faces], boxes)
+    kept = np.all(out[3] == out[2], axis=(1, 2))
+    assert 0.3 < kept.mean() < 0.7
+    _check_parity(fast, [f.image for f in faces], boxes)
+
+
 def test_fast_path_keeps_level1_fusion_weights():
     d = Config().to_dict()
     d["level1"]["model"]["fusion"] = {"F1": 3.0, "EN1": 1.0, "NM1": 0.5}

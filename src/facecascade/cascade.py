@@ -23,7 +23,7 @@ import torch
 from . import geometry as geo
 from .checks import check_boxes
 from .config import Config, ConfigError, config_from_dict
-from .crops import cut, net_windows, patch_frames, standardise
+from .crops import cut, net_windows, patch_frames, refined_faces, standardise
 from .frame import face_frame
 from .io import atomic_path, load_tensors
 from .nets import create_net, get_spec, level_nets
@@ -165,7 +165,9 @@ class Cascade:
         Level 1 fuses F1, EN1 and NM1 with the eq. 4 weights of
         ``level1.model.fusion``; levels 2 and 3 average each point's pair of nets.
         ``frames`` are the faces' canonical frames (:func:`facecascade.frame.face_frame`);
-        levels 2 and 3 size their windows by :func:`facecascade.crops.patch_frames`.
+        levels 2 and 3 size their windows by :func:`facecascade.crops.patch_frames`, and
+        faces too small for a level's windows keep ``prev``
+        (:func:`facecascade.crops.refined_faces`).
         """
         if level not in self.levels_available:
             raise ValueError(f"level == {level}, this cascade has levels 1..{self.levels}")
@@ -181,7 +183,11 @@ class Cascade:
             acc[:, list(spec.points)] += w * self._run(name, grays, image_index, windows,
                                                        batch_size)
             weight[list(spec.points)] += w
-        return acc / weight[None, :, None]
+        out = acc / weight[None, :, None]
+        if level > 1:
+            keep = ~refined_faces(level, frames, self.cfg)
+            out[keep] = np.asarray(prev, np.float64)[keep]
+        return out
 
     @property
     def levels_available(self) -> range:

@@ -222,10 +222,12 @@ class PatchCropsConfig:
     windows: tuple[float, float] = (0.16, 0.18)
     shake_sigma: float = 0.01
     shakes: int = 4
+    min_window_px: float = 0.0
 
     def validate(self, key: str) -> None:
         _check(all(0 < w < 1 for w in self.windows), f"{key}.windows", self.windows,
                "two fractions in (0, 1)")
+        _check(self.min_window_px >= 0, f"{key}.min_window_px", self.min_window_px, ">= 0")
         _check(self.shake_sigma >= 0, f"{key}.shake_sigma", self.shake_sigma, ">= 0")
         _check(self.shakes >= 0, f"{key}.shakes", self.shakes, ">= 0")
 

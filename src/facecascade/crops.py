@@ -65,6 +65,25 @@ def patch_frames(frames: np.ndarray, prev_points: np.ndarray, cfg: Config) -> np
     return points_frame(prev_points, cfg.frame.points_scale, frames)
 
 
+def refined_faces(level: int, frames: np.ndarray, cfg: Config) -> np.ndarray:
+    """Which faces level 2 or 3 refines: those whose narrowest window of the level is at
+    least ``crops.min_window_px`` pixels wide in the image (``frames``: :func:`patch_frames`).
+
+    A smaller window holds fewer pixels than the net's input: the patch is an upsampled
+    blur, and the level adds noise rather than detail. Those faces keep the previous
+    level's points. Every face is refined when ``min_window_px`` is 0 (the papers).
+
+    >>> from facecascade.config import config_from_dict
+    >>> cfg = config_from_dict({"level3": {"crops": {"windows": [0.08, 0.09],
+    ...                                              "min_window_px": 8}}})
+    >>> refined_faces(3, np.array([[0, 0, 40.0, 40], [0, 0, 60, 60]]), cfg).tolist()
+    [False, True]
+    """
+    section = cfg.level(level).crops
+    side = np.asarray(frames, np.float64)[:, 2] - np.asarray(frames, np.float64)[:, 0]
+    return 2.0 * min(section.windows) * side >= section.min_window_px
+
+
 def net_windows(spec: NetSpec, frames: np.ndarray, cfg: Config,
                 prev_points: np.ndarray | None = None) -> np.ndarray:
     """Input windows ``(n, 4)`` of network ``spec`` for faces with the given frames.

@@ -46,7 +46,7 @@ from torch import nn
 
 from .cascade import Cascade
 from .config import Config
-from .crops import MIN_STD, net_windows, patch_frames
+from .crops import MIN_STD, net_windows, patch_frames, refined_faces
 from .nets import get_spec, level_nets
 from .sampling import sample_groups
 
@@ -438,4 +438,7 @@ class FastCascade(Cascade):
         else:
             for part in parts:
                 run_part(part)
+        if level > 1:
+            keep = ~refined_faces(level, frames, self.cfg)
+            out[keep] = np.asarray(prev, np.float64)[keep]
         return out

@@ -171,6 +171,9 @@ class Cascade:
         """
         if level not in self.levels_available:
             raise ValueError(f"level == {level}, this cascade has levels 1..{self.levels}")
+        gated = self._gate(level, grays, image_index, frames, prev, batch_size)
+        if gated is not None:
+            return gated
         if level > 1 and prev is not None:
             frames = patch_frames(frames, prev, self.cfg)
         n = len(frames)
@@ -183,10 +186,24 @@ class Cascade:
             acc[:, list(spec.points)] += w * self._run(name, grays, image_index, windows,
                                                        batch_size)
             weight[list(spec.points)] += w
-        out = acc / weight[None, :, None]
-        if level > 1:
-            keep = ~refined_faces(level, frames, self.cfg)
-            out[keep] = np.asarray(prev, np.float64)[keep]
+        return acc / weight[None, :, None]
+
+    def _gate(self, level: int, grays: Sequence[np.ndarray], image_index: np.ndarray,
+              frames: np.ndarray, prev: np.ndarray | None, batch_size: int,
+              ) -> np.ndarray | None:
+        """``level``'s points when some faces are too small for it (they keep ``prev``, the
+        others run through :meth:`predict_level`); ``None`` when every face is refined."""
+        if level == 1 or prev is None:
+            return None
+        prev = np.asarray(prev, np.float64)
+        refine = refined_faces(level, patch_frames(frames, prev, self.cfg), self.cfg)
+        if refine.all():
+            return None
+        out = prev.copy()
+        if refine.any():
+            out[refine] = self.predict_level(level, grays, np.asarray(image_index)[refine],
+                                             np.asarray(frames)[refine], prev[refine],
+                                             batch_size=batch_size)
         return out
 
     @property

@@ -46,7 +46,7 @@ from torch import nn
 
 from .cascade import Cascade
 from .config import Config
-from .crops import MIN_STD, net_windows, patch_frames, refined_faces
+from .crops import MIN_STD, net_windows, patch_frames
 from .nets import get_spec, level_nets
 from .sampling import sample_groups
 
@@ -405,10 +405,13 @@ class FastCascade(Cascade):
         """Points ``(n, 5, 2)`` after ``level``, as :meth:`Cascade.predict_level` (fast path)."""
         if level not in self.levels_available:
             raise ValueError(f"level == {level}, this cascade has levels 1..{self.levels}")
-        plan, run = self.runner(level)
-        frames = np.asarray(frames, np.float64)
         if level > 1 and prev is None:
             raise ValueError(f"level {level} needs the previous level's points (prev)")
+        gated = self._gate(level, grays, image_index, frames, prev, batch_size)
+        if gated is not None:
+            return gated
+        plan, run = self.runner(level)
+        frames = np.asarray(frames, np.float64)
         if level > 1:
             frames = patch_frames(frames, np.asarray(prev, np.float64), self.cfg)
         n = len(frames)
@@ -438,7 +441,4 @@ class FastCascade(Cascade):
         else:
             for part in parts:
                 run_part(part)
-        if level > 1:
-            keep = ~refined_faces(level, frames, self.cfg)
-            out[keep] = np.asarray(prev, np.float64)[keep]
         return out

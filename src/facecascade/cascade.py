@@ -193,8 +193,8 @@ class Cascade:
               ) -> np.ndarray | None:
         """``level``'s points when some faces are too small for it (they keep ``prev``, the
         others run through :meth:`predict_level`); ``None`` when every face is refined."""
-        if level == 1 or prev is None:
-            return None
+        if level == 1 or prev is None or self.cfg.level(level).crops.min_window_px <= 0:
+            return None  # nothing to gate (and no extra work on the single-face path)
         prev = np.asarray(prev, np.float64)
         refine = refined_faces(level, patch_frames(frames, prev, self.cfg), self.cfg)
         if refine.all():

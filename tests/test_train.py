@@ -150,6 +150,14 @@ def test_distance_loss_bounds_each_face_gradient():
     assert torch.isfinite(grad).all()
 
 
+def test_every_configurable_loss_has_a_function():
+    # config.LOSSES (validated names) and train.LOSSES (the functions) are kept apart so
+    # that config does not import torch; they must name the same losses
+    from facecascade import config, train
+
+    assert set(train.LOSSES) == set(config.LOSSES)
+
+
 def test_fit_one_trains_with_the_configured_loss(data):
     a = fit(data, TrainConfig(epochs=2, loss="euclidean"), seed=5)
     b = fit(data, TrainConfig(epochs=2, loss="distance"), seed=5)

@@ -80,8 +80,8 @@ def refined_faces(level: int, frames: np.ndarray, cfg: Config) -> np.ndarray:
     [False, True]
     """
     section = cfg.level(level).crops
-    side = np.asarray(frames, np.float64)[:, 2] - np.asarray(frames, np.float64)[:, 0]
-    return 2.0 * min(section.windows) * side >= section.min_window_px
+    frames = np.asarray(frames, np.float64)
+    return 2.0 * min(section.windows) * (frames[:, 2] - frames[:, 0]) >= section.min_window_px
 
 
 def net_windows(spec: NetSpec, frames: np.ndarray, cfg: Config,

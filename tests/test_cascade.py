@@ -53,6 +53,23 @@ def test_faces_too_small_for_a_level_keep_the_previous_points(faces):
     assert not np.allclose(plain[3][[0, 2]], plain[2][[0, 2]])  # the gate changed something
 
 
+@pytest.mark.parametrize("level", [2, 3])
+def test_a_patch_level_keeps_its_share_of_the_previous_points(faces, level):
+    images, boxes = faces
+    plain = Cascade.untrained(Config(), levels=3, seed=0)
+    kept = Cascade.untrained(config_from_dict({f"level{level}": {"model": {"keep": 0.25}}}),
+                             levels=3, seed=0)
+    frames = face_frame(boxes, 1.0)
+    index = np.arange(len(boxes))
+    prev = plain.predict(images, boxes, levels=level - 1)[level - 1]
+    want = 0.75 * plain.predict_level(level, images, index, frames, prev) + 0.25 * prev
+    np.testing.assert_allclose(kept.predict_level(level, images, index, frames, prev), want,
+                               rtol=1e-12)
+    out = kept.predict(images, boxes)
+    for k in range(1, level):  # the levels before are untouched
+        np.testing.assert_array_equal(out[k], plain.predict(images, boxes)[k])
+
+
 def test_level1_fusion_is_eq4_weighted_average(faces):
     images, boxes = faces
     cfg = Config()

@@ -70,6 +70,12 @@ def test_out_of_range_value_names_the_dotted_key(tmp_path):
         load_config(ROOT / "params.yaml", overrides={"level2.crops.shake_sigma": -0.01})
 
 
+def test_a_level_cannot_keep_all_of_the_previous_points():
+    with pytest.raises(ConfigError, match=r"level3\.model\.keep == 1\.0, must be in \[0, 1\)"):
+        config_from_dict({"level3": {"model": {"keep": 1.0}}})
+    assert config_from_dict({"level2": {"model": {"keep": 0.1}}}).level2.model.keep == 0.1
+
+
 def test_unknown_key_is_rejected(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("level3:\n  crops:\n    shake_sgima: 0.01\n")

@@ -202,6 +202,16 @@ def test_fast_path_gates_small_faces_as_the_reference_does():
     _check_parity(fast, [f.image for f in faces], boxes)
 
 
+def test_fast_path_keeps_the_previous_points_share_as_the_reference_does():
+    faces = generate(100, seed=3, size=128)
+    boxes = np.stack([f.box for f in faces])
+    cfg = config_from_dict({"frame": {"patches": "points"}, "level2": {"model": {"keep": 0.2}},
+                            "level3": {"model": {"keep": 0.5}}})
+    fast = FastCascade.untrained(cfg, levels=3, seed=0)
+    fast.threads = 1
+    _check_parity(fast, [f.image for f in faces], boxes)
+
+
 def test_fast_path_keeps_level1_fusion_weights():
     d = Config().to_dict()
     d["level1"]["model"]["fusion"] = {"F1": 3.0, "EN1": 1.0, "NM1": 0.5}

@@ -163,7 +163,8 @@ class Cascade:
         """Points ``(n, 5, 2)`` after ``level``, from the previous level's points ``prev``.
 
         Level 1 fuses F1, EN1 and NM1 with the eq. 4 weights of
-        ``level1.model.fusion``; levels 2 and 3 average each point's pair of nets.
+        ``level1.model.fusion``; levels 2 and 3 average each point's pair of nets and keep
+        a share ``model.keep`` of ``prev``: ``(1 - keep) * average + keep * prev``.
         ``frames`` are the faces' canonical frames (:func:`facecascade.frame.face_frame`);
         levels 2 and 3 size their windows by :func:`facecascade.crops.patch_frames`, and
         faces too small for a level's windows keep ``prev``
@@ -186,7 +187,11 @@ class Cascade:
             acc[:, list(spec.points)] += w * self._run(name, grays, image_index, windows,
                                                        batch_size)
             weight[list(spec.points)] += w
-        return acc / weight[None, :, None]
+        points = acc / weight[None, :, None]
+        if level > 1 and self.cfg.level(level).model.keep > 0:
+            keep = self.cfg.level(level).model.keep
+            points = (1.0 - keep) * points + keep * np.asarray(prev, np.float64)
+        return points
 
     def _gate(self, level: int, grays: Sequence[np.ndarray], image_index: np.ndarray,
               frames: np.ndarray, prev: np.ndarray | None, batch_size: int,

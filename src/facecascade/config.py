@@ -233,8 +233,17 @@ class PatchCropsConfig:
 
 
 @dataclass(frozen=True)
+class PatchModelConfig:
+    keep: float = 0.0
+
+    def validate(self, key: str) -> None:
+        _check(0 <= self.keep < 1, f"{key}.keep", self.keep, "in [0, 1)")
+
+
+@dataclass(frozen=True)
 class PatchLevelConfig:
     crops: PatchCropsConfig = field(default_factory=PatchCropsConfig)
+    model: PatchModelConfig = field(default_factory=PatchModelConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=128))
 
 

@@ -15,7 +15,9 @@ runs a level in three steps for a whole batch of faces:
    nets of level 2 or 3 are one module; EN1 and NM1 are one, F1 another, as
    their input sizes differ); per-crop standardisation, the nets' relative
    outputs back to image pixels and the fusion (eq. 4 weighted average at
-   level 1, pair averages at levels 2 and 3) are inside the graph.
+   level 1, pair averages at levels 2 and 3, and the share ``model.keep`` of
+   the previous estimate, which is every patch window's centre) are inside the
+   graph.
 
 The graph runs on onnxruntime (exported with ``torch.onnx.export``, one session
 per level, default) or as the fused torch module (``backend="torch"``);
@@ -223,6 +225,7 @@ class LevelPlan:
     fractions: np.ndarray  # (m, 4)
     anchor_points: np.ndarray | None  # (m,) point index, None at level 1
     fusion: np.ndarray  # (5, P): fused point q = sum_p fusion[q, p] * net point p
+    keep: float = 0.0  # share of the previous estimate (the window centres), levels 2 and 3
 
     @property
     def slices(self) -> list[slice]:
@@ -257,7 +260,8 @@ def level_plan(cfg: Config, level: int, nets: Mapping[str, nn.Module]) -> LevelP
     for j, (p, w) in enumerate(zip(point_of, weight_of, strict=True)):
         fusion[p, j] = w
     fusion /= fusion.sum(axis=1, keepdims=True)
-    return LevelPlan(level, groups, order, fractions, anchors, fusion)
+    keep = 0.0 if level == 1 else cfg.level(level).model.keep
+    return LevelPlan(level, groups, order, fractions, anchors, fusion, keep)
 
 
 class LevelGraph(nn.Module):
@@ -268,7 +272,9 @@ class LevelGraph(nn.Module):
     plan order; returns float32 ``(B, 5, 2)`` points in image pixels. Each crop is
     standardised (minus its mean, over its std floored at ``crops.MIN_STD``), the
     nets' relative outputs are mapped to their windows and fused with the plan's
-    weights.
+    weights. A patch window is centred on the previous estimate of its point, so
+    keeping a share ``plan.keep`` of that estimate moves each relative output
+    towards 0.5 (the window's centre) by that share.
     """
 
     def __init__(self, plan: LevelPlan, nets: Mapping[str, nn.Module]) -> None:
@@ -278,6 +284,7 @@ class LevelGraph(nn.Module):
         net_of_point = [i for i, n in enumerate(plan.order) for _ in get_spec(n).points]
         self.register_buffer("net_of_point", torch.tensor(net_of_point, dtype=torch.int64))
         self.register_buffer("fusion", torch.tensor(plan.fusion, dtype=torch.float32))
+        self.keep = float(plan.keep)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         *crops, windows = inputs
@@ -290,6 +297,8 @@ class LevelGraph(nn.Module):
             y = module(d / torch.clamp(std, min=MIN_STD))
             outs.append(y.reshape(y.shape[0], -1, 2))
         rel = torch.cat(outs, dim=1)  # (B, P, 2)
+        if self.keep:
+            rel = rel * (1.0 - self.keep) + 0.5 * self.keep
         win = windows.index_select(1, self.net_of_point)  # (B, P, 4)
         points = rel * (win[..., 2:] - win[..., :2]) + win[..., :2]
         return torch.matmul(self.fusion, points)

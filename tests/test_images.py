@@ -18,8 +18,10 @@ import pytest
 from facecascade.images import (
     ImageError,
     apply_orientation,
+    decode_gray,
     decode_image,
     header_from_bytes,
+    load_gray,
     load_image,
     read_image_header,
     to_gray,
@@ -263,6 +265,48 @@ def test_to_gray():
     assert to_gray(grey) is not None and (to_gray(grey) == grey).all()
     with pytest.raises(TypeError):
         to_gray(np.zeros((2, 2), np.float64))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_grey_decoding_is_to_gray_of_the_colour_picture(fmt, tmp_path):
+    """decode_gray / load_gray: the same picture as to_gray(decode_image), EXIF turns
+    included; a JPEG's luma differs from the grey of its decoded colours by rounding only."""
+    rgb = _marked()[:, :, ::-1]
+    for orientation in range(1, 9):
+        kw = {"quality": 95} if fmt == "JPEG" else {}
+        data = _pil_bytes(rgb, fmt, exif=_exif(orientation), **kw)
+        want = to_gray(decode_image(data, max_pixels=BIG))
+        got = decode_gray(data, max_pixels=BIG)
+        assert got.shape == want.shape and got.dtype == np.uint8
+        diff = np.abs(got.astype(int) - want)
+        # JPEG: saturated colours clip in RGB, not in luma (up to about 20 levels there)
+        assert diff.mean() < 0.5 and diff.max() <= (40 if fmt == "JPEG" else 0), orientation
+    path = tmp_path / f"a.{fmt.lower()}"
+    path.write_bytes(data)
+    np.testing.assert_array_equal(load_gray(path, max_pixels=BIG), got)
+
+
+def test_grey_decoding_of_cmyk_jpeg_and_alpha_png():
+    image = _pillow()
+    rgb = _noise(24, 32)
+    cmyk = _pil_bytes(image.fromarray(rgb).convert("CMYK"), "JPEG", quality=95)
+    want = to_gray(decode_image(cmyk, max_pixels=BIG))
+    assert np.abs(decode_gray(cmyk, max_pixels=BIG).astype(int) - want).mean() < 3
+    rgba = np.dstack([rgb, np.full((24, 32), 128, np.uint8)])
+    ok, png = cv2.imencode(".png", rgba)
+    np.testing.assert_array_equal(decode_gray(png.tobytes(), max_pixels=BIG),
+                                  to_gray(decode_image(png.tobytes(), max_pixels=BIG)))
+
+
+def test_grey_decoding_refuses_as_colour_decoding(tmp_path):
+    with pytest.raises(ImageError, match="image missing"):
+        load_gray(tmp_path / "nope.jpg", max_pixels=BIG)
+    ok, jpg = cv2.imencode(".jpg", _noise(40, 40))
+    (tmp_path / "cut.jpg").write_bytes(jpg.tobytes()[:-100])
+    with pytest.raises(ImageError, match="truncated JPEG"):
+        load_gray(tmp_path / "cut.jpg", max_pixels=BIG)
+    with pytest.raises(ImageError, match="image too large: 40x40"):
+        decode_gray(jpg.tobytes(), max_pixels=1000)
 
 
 # ---------------------------------------------------------------------------- failures

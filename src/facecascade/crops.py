@@ -367,7 +367,7 @@ def table_to_columns(table: pa.Table) -> dict[str, np.ndarray]:
 def iter_face_images(faces: pd.DataFrame, root: str | Path, *, max_pixels: int,
                      ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(row position, grey image)`` for each face, decoding each image file once."""
-    from .images import load_image, to_gray
+    from .images import load_gray
 
     root = Path(root)
     cache_path, cache_img = None, None
@@ -375,7 +375,7 @@ def iter_face_images(faces: pd.DataFrame, root: str | Path, *, max_pixels: int,
     for pos in order:
         path = faces["path"].iloc[pos]
         if path != cache_path:
-            cache_img = to_gray(load_image(root / path, max_pixels=max_pixels))
+            cache_img = load_gray(root / path, max_pixels=max_pixels)
             cache_path = path
         yield int(pos), cache_img
 

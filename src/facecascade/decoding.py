@@ -4,8 +4,8 @@ A face list names the same photo once per face; :func:`decode_ahead` decodes
 each distinct file once (keeping it until its last use), in list order, in
 worker threads that run ahead of the consumer, so JPEG decoding overlaps
 inference (OpenCV releases the GIL while it decodes). Images come back grey
-(:func:`facecascade.images.to_gray`): the cascade and the face detector both
-work on grey images, and the conversion runs in the worker too.
+(:func:`facecascade.images.load_gray`, a JPEG decoded to its luma alone): the
+cascade and the face detector both work on grey images.
 
 Examples
 --------
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import ImageError, load_image, to_gray
+from .images import ImageError, load_gray
 
 
 def _decode(path: Path, max_pixels: int) -> np.ndarray | ImageError:
     try:
-        return to_gray(load_image(path, max_pixels=max_pixels))
+        return load_gray(path, max_pixels=max_pixels)
     except ImageError as exc:
         return exc
 

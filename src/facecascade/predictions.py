@@ -55,7 +55,7 @@ def predict_faces(cascade, faces: pd.DataFrame, root: str | Path, *, level: int,
     """
     from .formats import faces_to_arrays
     from .frame import face_frame
-    from .images import load_image, to_gray
+    from .images import load_gray
 
     _, boxes = faces_to_arrays(faces)
     frames = face_frame(boxes, cascade.cfg.frame.scale)
@@ -66,7 +66,7 @@ def predict_faces(cascade, faces: pd.DataFrame, root: str | Path, *, level: int,
         sel = order[start:start + chunk]
         paths = faces["path"].to_numpy()[sel]
         uniq, image_index = np.unique(paths, return_inverse=True)
-        grays = [to_gray(load_image(root / p, max_pixels=max_pixels)) for p in uniq]
+        grays = [load_gray(root / p, max_pixels=max_pixels) for p in uniq]
         prev = None if prev_points is None else prev_points[sel]
         out[sel] = cascade.predict_level(level, grays, image_index, frames[sel], prev)
     return out

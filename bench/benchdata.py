@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 from pathlib import Path
 
 DATA_ENV = "FACECASCADE_DATA"
@@ -40,3 +41,24 @@ def model_name(model: str | Path) -> str:
     """
     text = str(model)
     return text if ":/" in text else Path(text).name
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def machine(load_at_start: float | None) -> dict[str, object]:
+    """The machine a result was measured on, and whether it was idle: the load average at
+    the start and at the end (a load near the core count means other work shared it).
+
+    >>> sorted(machine(0.0))
+    ['cpus', 'load_avg_1min_at_end', 'load_avg_1min_at_start', 'note', 'platform', 'processor']
+    """
+    end, cpus = load_average(), os.cpu_count() or 1
+    loads = [v for v in (load_at_start, end) if v is not None]
+    note = ("load unknown" if not loads else
+            "idle when started" if (load_at_start or 0.0) < 0.5 else
+            f"shared: load {load_at_start} at the start on {cpus} cores")
+    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": cpus,
+            "load_avg_1min_at_start": load_at_start, "load_avg_1min_at_end": end, "note": note}

@@ -46,6 +46,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from benchdata import load_average, machine
 
 from facecascade.cascade import Cascade, load_cascade, save_cascade
 from facecascade.config import Config
@@ -67,8 +68,7 @@ def _threads(n: int) -> None:
     cv2.setNumThreads(n)
 
 
-def _load() -> float | None:
-    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+_load = load_average
 
 
 def latency(fn: Callable[[int], Any], n: int, *, warmup: int = 20) -> dict[str, Any]:
@@ -234,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-dlib", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench/results/inference_speed.json"))
     args = ap.parse_args(argv)
+    load_at_start = load_average()
     if not args.data:
         ap.error("give the data set folder (DATA) or set FACECASCADE_DATA")
     data = Path(args.data)
@@ -357,9 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "data": data.name, "list": args.list, "faces": n, "image_sizes": sizes,
         "model": model_name,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count(), "load_avg_1min_at_end": _load(),
-                    "note": "shared machine: other CPU-heavy jobs ran at the same time"},
+        "machine": machine(load_at_start),
         "threads": {"single_face": 1, "batch": [1, 2]},
         "versions": {"python": platform.python_version(), "numpy": np.__version__,
                      "torch": torch.__version__, "opencv": cv2.__version__,

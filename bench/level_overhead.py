@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from benchdata import load_average, machine
 
 from facecascade import orchestration, tracking
 from facecascade.config import Config, load_config
@@ -182,7 +183,7 @@ def figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s) -> dict:
         "plain_s": {n: p["seconds"] for n, p in plain.items()},
         "ray_job_s": {n: j.seconds for n, j in jobs.items()},
         "samples_per_s": rates,
-        "machine": f"{os.cpu_count()} cores, shared with other work while measured",
+        "machine": machine(args.load_at_start),
     }
 
 
@@ -200,6 +201,7 @@ def main() -> int:
                     help="params override, e.g. resources.cpus_per_net=1.0")
     ap.add_argument("--tables-only", action="store_true", help="cut the tables and stop")
     args = ap.parse_args()
+    args.load_at_start = load_average()
     logging.basicConfig(level=logging.WARNING)
     if args.data != "synth" and not (Path(args.data) / "trainImageList.txt").is_file():
         print(f"{args.data}: no trainImageList.txt (give --data synth or a CUHK-format "

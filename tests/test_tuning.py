@@ -77,3 +77,16 @@ def test_search_curves_plot(tmp_path):
     assert path.stat().st_size > 5000
     with pytest.raises(ValueError, match="empty"):
         plot_search_curves({}, tmp_path / "d.png")
+
+
+def test_search_key_follows_only_what_the_search_trains(tmp_path):
+    """A patch net's search does not depend on level 1's local_share (patch nets are always
+    plain), so toggling it must not throw away a finished LE21 search; F1's must change."""
+    from facecascade.tuning import search_key
+
+    plain = Config()
+    shared = config_from_dict({"level1": {"model": {"local_share": True}}})
+    assert search_key(plain, "LE21", tmp_path) == search_key(shared, "LE21", tmp_path)
+    assert search_key(plain, "F1", tmp_path) != search_key(shared, "F1", tmp_path)
+    other = config_from_dict({"level2": {"train": {"epochs": 3}}})
+    assert search_key(plain, "LE21", tmp_path) != search_key(other, "LE21", tmp_path)

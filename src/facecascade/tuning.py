@@ -176,7 +176,8 @@ def search_key(cfg: Config, net: str, crop_dir: str | Path) -> str:
         "net": net, "tune": dataclasses.asdict(cfg.tune),
         "train": {k: v for k, v in dataclasses.asdict(cfg.level(level).train).items()
                   if k not in SEARCHED},  # the searched ones are the trials' own
-        "seed": cfg.resources.seed, "local_share": cfg.level1.model.local_share,
+        "seed": cfg.resources.seed,
+        "local_share": bool(cfg.level1.model.local_share and level == 1),
     }, sort_keys=True).encode())
     for split in ("train", "val"):
         path = Path(crop_dir) / f"{net}.{split}.parquet"

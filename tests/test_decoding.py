@@ -48,3 +48,23 @@ def test_predict_list_decodes_each_image_once(tmp_path, monkeypatch):
     points, problems = predict_requests(Cascade.untrained(Config(), levels=1), reqs,
                                         max_pixels=10**6, progress=False)
     assert calls == [photo] and len(points) == 2 and problems.empty
+
+
+def test_decoding_ahead_stops_at_the_pixel_budget(tmp_path, monkeypatch):
+    """Far ahead by count, but no more decoded images held than ``ahead_pixels`` allows."""
+    import time
+
+    import facecascade.decoding as dec
+
+    files = [_write(tmp_path / f"{i}.png", i) for i in range(10)]  # 6 x 8 = 48 pixels each
+    calls = []
+    real = dec._decode
+    monkeypatch.setattr(dec, "_decode", lambda p, m: calls.append(p) or real(p, m))
+    for budget, most in ((2 * 48, 4), (None, 10)):
+        calls.clear()
+        it = decode_ahead(files, max_pixels=10**6, ahead=20, ahead_pixels=budget)
+        assert next(it)[0, 0] == 0
+        time.sleep(0.3)  # the decoding thread runs as far as it may
+        assert (2 <= len(calls) <= most) if budget else len(calls) == most, (budget, len(calls))
+        assert [im[0, 0] for im in it] == list(range(1, 10))  # the rest, in order
+        assert len(calls) == 10

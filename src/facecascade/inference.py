@@ -124,16 +124,17 @@ def _empty_points(all_levels: bool) -> pd.DataFrame:
                                    *BOX_EDGE_COLUMNS]})
 
 
-def _decoded(requests: Iterable[FaceRequest], max_pixels: int):
+def _decoded(requests: Iterable[FaceRequest], max_pixels: int, ahead: int):
     """Grey images of requests that all name files, decoded once per file in a thread
-    running ahead of inference (:func:`facecascade.decoding.decode_ahead`); None when the
+    running ahead of inference (:func:`facecascade.decoding.decode_ahead`: up to ``ahead``
+    files and ``max_pixels`` pixels, so the next batch decodes while one runs); None when the
     requests are an iterator or carry bytes (then each is read when its turn comes)."""
     from .decoding import decode_ahead
 
     if not isinstance(requests, Sequence) or any(
             r.data is not None or r.file is None for r in requests):
         return None
-    return decode_ahead([r.file for r in requests], max_pixels=max_pixels)
+    return decode_ahead([r.file for r in requests], max_pixels=max_pixels, ahead=ahead)
 
 
 def predict_requests(cascade: Cascade, requests: Iterable[FaceRequest], *, max_pixels: int,
@@ -199,7 +200,7 @@ def predict_requests(cascade: Cascade, requests: Iterable[FaceRequest], *, max_p
         pixels = 0
 
     total = len(requests) if isinstance(requests, Sized) else None
-    decoded = _decoded(requests, max_pixels)
+    decoded = _decoded(requests, max_pixels, batch_images)
     slot: dict[int, int] = {}  # id(image) -> its position in ``images``: one copy per file
     with tqdm(total=total, unit="image", disable=None if progress else True) as bar:
         for i, req in enumerate(requests):

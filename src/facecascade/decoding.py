@@ -19,8 +19,8 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 import threading
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 

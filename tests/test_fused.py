@@ -260,6 +260,56 @@ def test_load_cascade_gives_the_fast_path_by_default(tmp_path):
     assert type(ref) is Cascade
 
 
+def test_a_saved_artifact_keeps_its_level_graphs_and_loading_uses_them(tmp_path):
+    from facecascade.cascade import load_cascade, save_cascade
+
+    faces = generate(6, seed=5, size=96)
+    images, boxes = [f.image for f in faces], np.stack([f.box for f in faces])
+    save_cascade(Cascade.untrained(Config(), levels=3, seed=0), tmp_path / "c")
+    assert len(list((tmp_path / "c" / "graphs").glob("level*.onnx"))) == 3
+    loaded = load_cascade(tmp_path / "c")
+    got = loaded.predict(images, boxes)
+    assert loaded.graph_sources == {1: "saved", 2: "saved", 3: "saved"}
+    fresh = FastCascade.from_cascade(load_cascade(tmp_path / "c", fast=False))
+    want = fresh.predict(images, boxes)
+    assert fresh.graph_sources == {1: "exported", 2: "exported", 3: "exported"}
+    for k in (1, 2, 3):
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_a_graph_saved_for_other_weights_is_not_used(tmp_path):
+    from facecascade.cascade import load_cascade, save_cascade
+    from facecascade.fused import GRAPH_DIR
+
+    faces = generate(6, seed=5, size=96)
+    images, boxes = [f.image for f in faces], np.stack([f.box for f in faces])
+    save_cascade(Cascade.untrained(Config(), levels=1, seed=0), tmp_path / "a")
+    save_cascade(Cascade.untrained(Config(), levels=1, seed=1), tmp_path / "b")
+    # b's folder holds a's graph (as if its weights had been replaced after saving)
+    for f in (tmp_path / "b" / GRAPH_DIR).iterdir():
+        f.unlink()
+    for f in (tmp_path / "a" / GRAPH_DIR).iterdir():
+        (tmp_path / "b" / GRAPH_DIR / f.name).write_bytes(f.read_bytes())
+    b = load_cascade(tmp_path / "b")
+    got = b.predict(images, boxes)[1]
+    assert b.graph_sources == {1: "exported"}
+    np.testing.assert_allclose(got, b.reference().predict(images, boxes)[1], atol=1e-3)
+
+
+def test_the_graph_key_follows_weights_and_settings():
+    from facecascade.fused import graph_key
+
+    def key(cfg, seed):
+        c = FastCascade.untrained(cfg, levels=2, seed=seed)
+        plan, nets = c._level(2)
+        return graph_key(plan, nets)
+
+    base = key(Config(), 0)
+    assert key(Config(), 0) == base
+    assert key(Config(), 1) != base
+    assert key(config_from_dict({"level2": {"model": {"keep": 0.1}}}), 0) != base
+
+
 @pytest.mark.realdata
 def test_fast_path_agrees_with_reference_on_real_faces():
     if not (DATA / "trainImageList.txt").is_file():

@@ -8,6 +8,8 @@ The artifact is a directory::
 
     manifest.json   format, version, levels, nets (spec summary), params (params.yaml as a dict)
     weights.pt      {net name: state dict}, loaded with torch.load(weights_only=True)
+    graphs/         each level as one ONNX graph for the fast path (facecascade.fused), named by
+                    a hash of the level's plan and weights: a cache, re-exported when it does not fit
 """
 
 from __future__ import annotations
@@ -218,8 +220,15 @@ class Cascade:
 
 
 def save_cascade(cascade: Cascade, path: str | Path, *, extra: Mapping[str, Any] | None = None,
-                 ) -> Path:
-    """Write the cascade artifact directory (``manifest.json`` + ``weights.pt``) atomically."""
+                 graphs: bool = True) -> Path:
+    """Write the cascade artifact directory atomically.
+
+    ``manifest.json`` and ``weights.pt``, and with ``graphs`` the fast path's level
+    graphs (``graphs/``, :meth:`facecascade.fused.FastCascade.write_graphs`), so
+    loading the artifact does not export them again.
+    """
+    from .fused import GRAPH_DIR, FastCascade
+
     path = Path(path)
     manifest = cascade.manifest
     if extra:
@@ -229,6 +238,8 @@ def save_cascade(cascade: Cascade, path: str | Path, *, extra: Mapping[str, Any]
                     for n, net in cascade.nets.items()}, tmp / "weights.pt")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n",
                                            encoding="utf-8")
+        if graphs:
+            FastCascade.from_cascade(cascade).write_graphs(tmp / GRAPH_DIR)
     return path
 
 
@@ -318,9 +329,9 @@ def load_cascade(path: str | Path, *, device: str | torch.device | None = None,
         raise ValueError(f"{wf}: no weights for {missing} (the manifest says {levels} level(s))")
     fitted = {n: _fitted_weights(weights[n], n, cfg, wf) for n in needed}
     if fast:
-        from .fused import FastCascade
+        from .fused import GRAPH_DIR, FastCascade
 
-        return FastCascade(cfg, fitted, levels=levels, device=device)
+        return FastCascade(cfg, fitted, levels=levels, device=device, graphs=path / GRAPH_DIR)
     return Cascade(cfg, fitted, levels=levels, device=device)
 
 

@@ -21,7 +21,13 @@ runs a level in three steps for a whole batch of faces:
 
 The graph runs on onnxruntime (exported with ``torch.onnx.export``, one session
 per level, default) or as the fused torch module (``backend="torch"``);
-``bench/inference_speed.py`` measures both. Grouped modules are built from the
+``bench/inference_speed.py`` measures both. Exporting a level costs about a second
+(the first trace), so a cascade artifact keeps its level graphs
+(``graphs/level{L}-{key}.onnx``, :meth:`FastCascade.write_graphs`, called by
+:func:`facecascade.cascade.save_cascade`): ``key`` (:func:`graph_key`) hashes the
+level's plan, layers and weights, and a graph is used only when its key is the
+one of the weights and settings loaded, so a stale or foreign graph is exported
+afresh, never trusted. Grouped modules are built from the
 nets' modules, so they follow any layer widths of the specs (``nets.NetSpec``);
 a ``BatchNorm`` after a convolution or linear layer is folded into its weights.
 Nets whose layers cannot be grouped (e.g. locally shared convolutions) run as
@@ -34,12 +40,14 @@ they are, inside the same graph.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import os
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,6 +66,10 @@ BACKENDS = ("onnxruntime", "torch")
 OPSET = 17
 #: fewest faces in a part of a batch run by its own thread
 MIN_PART = 32
+#: layout version of the level graphs; part of :func:`graph_key`
+GRAPH_VERSION = 1
+#: folder of a cascade artifact holding its level graphs
+GRAPH_DIR = "graphs"
 
 
 class NotGroupable(ValueError):
@@ -322,6 +334,29 @@ def export_level(graph: LevelGraph, plan: LevelPlan) -> bytes:
     return buf.getvalue()
 
 
+def graph_key(plan: LevelPlan, nets: Mapping[str, nn.Module]) -> str:
+    """Hash of what a level graph is made of: the plan, the nets' layers and weights.
+
+    Two levels with the same key export the same graph (:func:`export_level`).
+    """
+    h = hashlib.sha256(repr((GRAPH_VERSION, OPSET, plan.level, plan.groups, plan.order,
+                             plan.keep)).encode())
+    for a in (plan.fractions, plan.fusion, plan.anchor_points):
+        if a is not None:
+            h.update(np.ascontiguousarray(a).tobytes())
+    for name in plan.order:
+        h.update(repr(nets[name]).encode())
+        for k, v in nets[name].state_dict().items():
+            h.update(repr((k, tuple(v.shape), str(v.dtype))).encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def graph_file(level: int, key: str) -> str:
+    """File name of a level graph in an artifact's :data:`GRAPH_DIR`."""
+    return f"level{level}-{key}.onnx"
+
+
 class _OrtLevel:
     """A level graph on onnxruntime: ``(crops, windows) -> points``."""
 
@@ -371,18 +406,26 @@ class FastCascade(Cascade):
         face runs on one thread. The torch backend runs whole batches with torch's
         own threads (``torch.set_num_threads``).
 
-    The graphs are built on first use of a level; :meth:`reference` gives the
-    plain :class:`Cascade` of the same weights.
+    graphs : str or Path, optional
+        A folder of saved level graphs (an artifact's :data:`GRAPH_DIR`): a level
+        whose graph is there under its :func:`graph_key` is not exported again.
+
+    The graphs are built on first use of a level; :attr:`graph_sources` says
+    where each came from (``"exported"`` or ``"saved"``); :meth:`reference` gives
+    the plain :class:`Cascade` of the same weights.
     """
 
     def __init__(self, cfg: Config, weights: Mapping[str, Mapping[str, torch.Tensor]], *,
                  levels: int, device: str | torch.device | None = None,
-                 backend: str = "onnxruntime", threads: int | None = None) -> None:
+                 backend: str = "onnxruntime", threads: int | None = None,
+                 graphs: str | Path | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend == {backend!r}, must be one of {BACKENDS}")
         super().__init__(cfg, weights, levels=levels, device=device)
         self.backend = backend
         self.threads = threads
+        self.graphs = None if graphs is None else Path(graphs)
+        self.graph_sources: dict[int, str] = {}
         self._runners: dict[int, tuple[LevelPlan, Any]] = {}
 
     @classmethod
@@ -396,17 +439,40 @@ class FastCascade(Cascade):
         return Cascade(self.cfg, {n: net.state_dict() for n, net in self.nets.items()},
                        levels=self.levels, device=self.device)
 
+    def _level(self, level: int) -> tuple[LevelPlan, dict[str, nn.Module]]:
+        cpu = {n: copy.deepcopy(net).cpu().eval() for n, net in self.nets.items()
+               if get_spec(n).level == level}
+        return level_plan(self.cfg, level, cpu), cpu
+
     def runner(self, level: int) -> tuple[LevelPlan, Any]:
         """The plan and the graph runner of ``level`` (built on first use)."""
         if level not in self._runners:
-            cpu = {n: copy.deepcopy(net).cpu().eval() for n, net in self.nets.items()
-                   if get_spec(n).level == level}
-            plan = level_plan(self.cfg, level, cpu)
+            plan, cpu = self._level(level)
             graph = LevelGraph(plan, cpu).eval()
-            run = (_TorchLevel(graph) if self.backend == "torch" else
-                   _OrtLevel(export_level(graph, plan), len(plan.groups)))
+            if self.backend == "torch":
+                run = _TorchLevel(graph)
+            else:
+                saved = (self.graphs / graph_file(level, graph_key(plan, cpu))
+                         if self.graphs is not None else None)
+                if saved is not None and saved.is_file():
+                    model, self.graph_sources[level] = saved.read_bytes(), "saved"
+                else:
+                    model, self.graph_sources[level] = export_level(graph, plan), "exported"
+                run = _OrtLevel(model, len(plan.groups))
             self._runners[level] = (plan, run)
         return self._runners[level]
+
+    def write_graphs(self, folder: str | Path) -> list[Path]:
+        """Export every level's graph into ``folder`` under its :func:`graph_key`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        for level in self.levels_available:
+            plan, cpu = self._level(level)
+            f = folder / graph_file(level, graph_key(plan, cpu))
+            f.write_bytes(export_level(LevelGraph(plan, cpu).eval(), plan))
+            out.append(f)
+        return out
 
     def predict_level(self, level: int, grays: Sequence[np.ndarray], image_index: np.ndarray,
                       frames: np.ndarray, prev: np.ndarray | None, *,

@@ -37,7 +37,7 @@ from facecascade.crops import read_crop_table, write_level_crops
 from facecascade.formats import assign_split, faces_to_arrays, ingest
 from facecascade.io import write_json_atomic
 from facecascade.metrics import format_table, level_report, mean_shape_baseline
-from facecascade.nets import level_nets
+from facecascade.nets import level_nets, net_options
 from facecascade.predictions import predict_faces
 from facecascade.train import ArrayBatches, fit_one
 
@@ -105,7 +105,7 @@ def main() -> int:
                                                 seed=cfg.resources.seed),
                              ArrayBatches(va, 1024, shuffle=False, seed=0), tcfg,
                              seed=cfg.resources.seed,
-                             local_share=cfg.level1.model.local_share and level == 1)
+                             **net_options(name, cfg))
             weights[name] = result.state_dict
             per_net[name] = {"best_val_nme": result.best_val_nme, "epochs": result.epochs_run,
                              "train_rows": counts[name]["train"], "seconds": result.seconds}

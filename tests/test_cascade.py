@@ -142,3 +142,25 @@ def test_no_faces_gives_empty_levels(cascade, faces):
     images, _ = faces
     out = cascade.predict(images, np.zeros((0, 4)))
     assert {k: v.shape for k, v in out.items()} == {1: (0, 5, 2), 2: (0, 5, 2), 3: (0, 5, 2)}
+
+
+def test_a_cascade_of_aligned_widths_round_trips(faces, tmp_path):
+    images, boxes = faces
+    cfg = config_from_dict({"level1": {"model": {"widths": "aligned"}},
+                            "level2": {"model": {"widths": "aligned"}}})
+    c = Cascade.untrained(cfg, levels=3, seed=0)
+    assert c.nets["F1"].features[0].out_channels == 16
+    assert c.nets["LE21"].features[0].out_channels == 16
+    assert c.nets["LE31"].features[0].out_channels == 20
+    save_cascade(c, tmp_path / "c")
+    loaded = load_cascade(tmp_path / "c", fast=False)  # the manifest's params rebuild the nets
+    np.testing.assert_allclose(loaded.predict(images, boxes)[3], c.predict(images, boxes)[3])
+
+
+def test_weights_of_other_widths_are_refused_naming_the_file(tmp_path):
+    save_cascade(Cascade.untrained(Config(), levels=1, seed=0), tmp_path / "c")
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    manifest["params"]["level1"]["model"]["widths"] = "aligned"
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"weights\.pt.*F1"):
+        load_cascade(tmp_path / "c")

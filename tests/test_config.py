@@ -116,3 +116,8 @@ def test_a_partial_section_keeps_its_own_defaults():
     assert cfg.level2.train.epochs == Config().level2.train.epochs
     assert cfg.level3.crops.windows == Config().level3.crops.windows
     assert cfg.level3.crops.shakes == 2
+
+
+def test_unknown_widths_are_rejected_with_the_dotted_key():
+    with pytest.raises(ConfigError, match=r"level2\.model\.widths == 'wide'"):
+        config_from_dict({"level2": {"model": {"widths": "wide"}}})

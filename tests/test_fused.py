@@ -323,3 +323,14 @@ def test_fast_path_agrees_with_reference_on_real_faces():
     grays = [to_gray(load_image(DATA / "images" / p, max_pixels=10**8)) for p in faces["path"]]
     errors = _check_parity(FastCascade.untrained(Config(), levels=3, seed=0), grays, boxes)
     assert (errors[2] <= TOL).mean() >= 0.97
+
+
+def test_fast_path_agrees_with_reference_with_aligned_widths():
+    faces = generate(150, seed=3, size=128)
+    boxes = np.stack([f.box for f in faces])
+    cfg = config_from_dict({f"level{k}": {"model": {"widths": "aligned"}} for k in (1, 2, 3)})
+    fast = FastCascade.untrained(cfg, levels=3, seed=0)
+    fast.threads = 1
+    plan = level_plan(cfg, 2, fast.nets)
+    assert len(plan.groups) == 1  # the ten patch nets still form one grouped module
+    _check_parity(fast, [f.image for f in faces], boxes)

@@ -211,3 +211,44 @@ def test_locally_shared_regions_are_independent():
     assert diff[3:, :3].all() and not diff[:3].any() and not diff[:, 3:].any()
     with pytest.raises(ValueError, match="smaller than the grid"):
         shared(torch.randn(1, 2, 2, 7))
+
+
+def test_aligned_widths_change_only_the_conv_channels():
+    for name in ALL_NAMES:
+        paper, aligned = get_spec(name), get_spec(name, widths="aligned")
+        assert [k for k, _ in aligned.convs] == [k for k, _ in paper.convs]
+        assert (aligned.input_size, aligned.points, aligned.fcs, aligned.pool_after) == \
+            (paper.input_size, paper.points, paper.fcs, paper.pool_after)
+        assert all(ch % 16 == 0 for _, ch in aligned.convs), name
+    assert get_spec("F1", "paper") is SPECS["F1"]
+    f1 = conv(4, 1, 16) + conv(3, 16, 32) + conv(3, 32, 64) + conv(2, 64, 80) \
+        + fc(2 * 2 * 80, 120) + fc(120, 10)
+    patch = conv(4, 1, 16) + conv(3, 16, 32) + fc(2 * 2 * 32, 60) + fc(60, 2)
+    assert count_parameters(create_net("F1", widths="aligned")) == f1
+    assert count_parameters(create_net("RM32", widths="aligned")) == patch
+    net = create_net("EN1", widths="aligned")
+    assert tuple(net(torch.zeros(2, 1, 31, 39)).shape) == (2, 6)
+
+
+def test_unknown_widths_are_named():
+    with pytest.raises(ValueError, match="widths == 'wide'"):
+        create_net("F1", widths="wide")
+
+
+def test_config_knows_every_width_plan():
+    # config.NET_WIDTHS (validated names) and nets.WIDTHS (the plans) are kept apart so
+    # that config does not import torch; they must name the same plans
+    from facecascade import config, nets
+
+    assert tuple(nets.WIDTHS) == config.NET_WIDTHS
+
+
+def test_net_options_follow_the_config():
+    from facecascade.config import config_from_dict
+    from facecascade.nets import net_options
+
+    cfg = config_from_dict({"level1": {"model": {"local_share": True, "widths": "aligned"}},
+                            "level3": {"model": {"widths": "aligned"}}})
+    assert net_options("F1", cfg) == {"local_share": True, "widths": "aligned"}
+    assert net_options("LE21", cfg) == {"local_share": False, "widths": "paper"}
+    assert net_options("LE31", cfg) == {"local_share": False, "widths": "aligned"}

@@ -295,3 +295,14 @@ def test_load_checkpoint_rejects_other_files(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a facecascade checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_fit_one_trains_the_configured_widths_and_resume_checks_them(data):
+    states = []
+    aligned = fit(data, TrainConfig(epochs=1), widths="aligned",
+                  on_epoch=lambda m, s: states.append(s))
+    assert aligned.state_dict["features.0.weight"].shape[0] == 16
+    assert states[0]["widths"] == "aligned"
+    train, val = sources(data)
+    with pytest.raises(ValueError, match="widths"):
+        fit_one("LE21", train, val, TrainConfig(epochs=2), resume=states[0], device="cpu")

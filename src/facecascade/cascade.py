@@ -8,8 +8,8 @@ The artifact is a directory::
 
     manifest.json   format, version, levels, nets (spec summary), params (params.yaml as a dict)
     weights.pt      {net name: state dict}, loaded with torch.load(weights_only=True)
-    graphs/         each level as one ONNX graph for the fast path (facecascade.fused), named by
-                    a hash of the level's plan and weights: a cache, re-exported when it does not fit
+    graphs/         each level as one ONNX graph for the fast path (facecascade.fused), named
+                    by a hash of the level's plan and weights: a cache, re-exported when stale
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .config import Config, ConfigError, config_from_dict
 from .crops import cut, net_windows, patch_frames, refined_faces, standardise
 from .frame import face_frame
 from .io import atomic_path, load_tensors
-from .nets import create_net, get_spec, level_nets
+from .nets import create_net, get_spec, level_nets, net_options
 
 MANIFEST_FORMAT = "facecascade.cascade"
 MANIFEST_VERSION = 1
@@ -63,8 +63,7 @@ class Cascade:
             torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
         self.nets: dict[str, torch.nn.Module] = {}
         for name in needed:
-            net = create_net(name, dropout=0.0,
-                             local_share=cfg.level1.model.local_share and get_spec(name).level == 1)
+            net = create_net(name, dropout=0.0, **net_options(name, cfg))
             net.load_state_dict(weights[name])
             self.nets[name] = net.to(self.device).eval()
 
@@ -75,7 +74,7 @@ class Cascade:
         weights = {}
         for k in range(1, levels + 1):
             for name in level_nets(k):
-                net = create_net(name, local_share=cfg.level1.model.local_share and k == 1)
+                net = create_net(name, **net_options(name, cfg))
                 weights[name] = net.state_dict()
         return cls(cfg, weights, levels=levels)
 
@@ -290,8 +289,7 @@ def _fitted_weights(state: Any, name: str, cfg: Config, where: Path) -> dict[str
     if not isinstance(state, Mapping) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise ValueError(f"{where}: the weights of {name} are not a state dict of tensors")
-    local_share = cfg.level1.model.local_share and get_spec(name).level == 1
-    want = create_net(name, dropout=0.0, local_share=local_share).state_dict()
+    want = create_net(name, dropout=0.0, **net_options(name, cfg)).state_dict()
     missing = [k for k in want if k not in state]
     extra = [k for k in state if k not in want]
     if missing or extra:

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import FORMATS, Config, ConfigError, load_config
+from .config import FORMATS, NET_WIDTHS, Config, ConfigError, load_config
 
 DEFAULT_PARAMS = "params.yaml"
 
@@ -193,7 +193,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
 def cmd_count_params(args: argparse.Namespace) -> int:
     from .nets import format_parameter_table
 
-    print(format_parameter_table(local_share=args.local_share))
+    print(format_parameter_table(local_share=args.local_share, widths=args.widths))
     return 0
 
 
@@ -281,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("count-params", help="parameters of the 23 networks vs the paper")
     s.add_argument("--local-share", action="store_true")
+    s.add_argument("--widths", default="paper", choices=list(NET_WIDTHS),
+                   help="conv channel plan (levelN.model.widths)")
     s.set_defaults(func=cmd_count_params)
     return p
 

@@ -23,6 +23,8 @@ import yaml
 FORMATS = ("cuhk", "mtfl", "pts")
 #: values of data.format: a list format, or the procedural set (written as a CUHK list)
 DATA_FORMATS = ("synthetic", *FORMATS)
+#: values of levelN.model.widths: the nets' conv channel plans (facecascade.nets.WIDTHS)
+NET_WIDTHS = ("paper", "aligned")
 
 
 class ConfigError(ValueError):
@@ -202,8 +204,10 @@ class Level1CropsConfig:
 class Level1ModelConfig:
     fusion: dict[str, float] = field(default_factory=lambda: {"F1": 1.0, "EN1": 1.0, "NM1": 1.0})
     local_share: bool = False
+    widths: str = "paper"
 
     def validate(self, key: str) -> None:
+        _check(self.widths in NET_WIDTHS, f"{key}.widths", self.widths, f"one of {NET_WIDTHS}")
         _check(set(self.fusion) == {"F1", "EN1", "NM1"}, f"{key}.fusion", self.fusion,
                "a weight for each of F1, EN1, NM1")
         for n, w in self.fusion.items():
@@ -235,8 +239,10 @@ class PatchCropsConfig:
 @dataclass(frozen=True)
 class PatchModelConfig:
     keep: float = 0.0
+    widths: str = "paper"
 
     def validate(self, key: str) -> None:
+        _check(self.widths in NET_WIDTHS, f"{key}.widths", self.widths, f"one of {NET_WIDTHS}")
         _check(0 <= self.keep < 1, f"{key}.keep", self.keep, "in [0, 1)")
 
 

@@ -9,6 +9,13 @@ from the layer tables of docs/METHOD.md:
 - levels 2 and 3 (patches): for each point two nets, ``LE21 LE22 ... RM22`` and
   ``LE31 ... RM32``; 15x15 input, conv 4x4x20, pool, conv 3x3x40, pool, fc 60, fc 2.
 
+Those are the papers' widths (``"paper"``). :data:`WIDTHS` names other conv channel
+plans of the same layers: ``"aligned"`` (level 1 16, 32, 64, 80; patches 16, 32) has
+channel counts in multiples of 16, the block of the SIMD convolution kernels of
+onnxruntime and oneDNN on AVX-512 (a 20-channel map is computed as 32), which halves
+the cascade's inference time for about the papers' parameter count
+(``levelN.model.widths``; docs/METHOD.md has the measurements).
+
 :func:`create_net` builds a :class:`LandmarkNet` from a name. Convolutions are
 unpadded ("valid"), pooling is max 2x2 with stride 2 rounding down, so F1 ends at
 2x2x80 and EN1/NM1 at 2 wide x 1 high x 80 feature maps.
@@ -59,6 +66,12 @@ _LEVEL1_TABLE = (
     ("NM1", (39, 31), (2, 3, 4), "bottom"),
 )
 _PATCH_INPUT = (15, 15)
+#: named conv channel plans: ``{name: {"level1": channels, "patch": channels}}``, one
+#: channel count per conv of the level-1 / patch layer plan (``levelN.model.widths``)
+WIDTHS: Mapping[str, Mapping[str, tuple[int, ...]]] = types.MappingProxyType({
+    "paper": {"level1": (20, 40, 60, 80), "patch": (20, 40)},
+    "aligned": {"level1": (16, 32, 64, 80), "patch": (16, 32)},
+})
 # Level-1 convs from this (0-based) index on get locally shared weights when asked.
 _LOCAL_SHARE_FROM = 2
 _LOCAL_SHARE_GRID = (2, 2)
@@ -204,23 +217,33 @@ def _build_specs() -> dict[str, NetSpec]:
 SPECS: Mapping[str, NetSpec] = types.MappingProxyType(_build_specs())
 
 
-def get_spec(name: str) -> NetSpec:
-    """The :class:`NetSpec` called ``name``.
+def get_spec(name: str, widths: str = "paper") -> NetSpec:
+    """The :class:`NetSpec` called ``name``, with the conv channels of :data:`WIDTHS` ``widths``.
 
     Raises
     ------
     ValueError
-        For an unknown name; the message lists the closest valid names.
+        For an unknown name (the message lists the closest valid names) or widths.
 
     Examples
     --------
     >>> get_spec("N31").points
     (2,)
+    >>> get_spec("F1", widths="aligned").convs
+    ((4, 16), (3, 32), (3, 64), (2, 80))
     """
     try:
-        return SPECS[name]
+        spec = SPECS[name]
     except (KeyError, TypeError):
-        pass
+        spec = None
+    if spec is not None:
+        if widths == "paper":
+            return spec
+        if widths not in WIDTHS:
+            raise ValueError(f"widths == {widths!r}, must be one of {tuple(WIDTHS)}")
+        channels = WIDTHS[widths]["level1" if spec.level == 1 else "patch"]
+        return dataclasses.replace(spec, convs=tuple(
+            (k, ch) for (k, _), ch in zip(spec.convs, channels, strict=True)))
     upper = {n.upper(): n for n in SPECS}
     close = difflib.get_close_matches(str(name).upper(), list(upper), n=5, cutoff=0.5)
     hint = (f"; did you mean {', '.join(upper[c] for c in close)}?" if close
@@ -402,7 +425,8 @@ class LandmarkNet(nn.Module):
 
 
 def create_net(name: str, *, dropout: float = 0.25, local_share: bool = False,
-               input_size: int | tuple[int, int] | None = None) -> LandmarkNet:
+               input_size: int | tuple[int, int] | None = None,
+               widths: str = "paper") -> LandmarkNet:
     """Build the network called ``name`` (see :func:`list_nets`).
 
     Parameters
@@ -415,12 +439,14 @@ def create_net(name: str, *, dropout: float = 0.25, local_share: bool = False,
         Level-1 nets only: locally shared weights in conv3 and conv4.
     input_size : int or (int, int), optional
         Input ``(width, height)`` instead of the spec's (e.g. ``level2.input_size``).
+    widths : str
+        Conv channel plan, a key of :data:`WIDTHS` (``levelN.model.widths``).
 
     Raises
     ------
     ValueError
-        For an unknown name (listing close matches), ``local_share`` on a patch
-        net, or an input too small for the layer plan.
+        For an unknown name (listing close matches) or widths, ``local_share`` on a
+        patch net, or an input too small for the layer plan.
 
     Examples
     --------
@@ -428,8 +454,22 @@ def create_net(name: str, *, dropout: float = 0.25, local_share: bool = False,
     >>> tuple(net(torch.zeros(3, 1, 15, 15)).shape)
     (3, 2)
     """
-    return LandmarkNet(get_spec(name), dropout=dropout, local_share=local_share,
+    return LandmarkNet(get_spec(name, widths), dropout=dropout, local_share=local_share,
                        input_size=input_size)
+
+
+def net_options(name: str, cfg: Any) -> dict[str, Any]:
+    """The architecture keywords of :func:`create_net` for net ``name`` under a
+    :class:`facecascade.config.Config`: ``local_share`` (level 1's
+    ``model.local_share``) and ``widths`` (its level's ``model.widths``).
+
+    >>> from facecascade.config import config_from_dict
+    >>> net_options("LE21", config_from_dict({"level2": {"model": {"widths": "aligned"}}}))
+    {'local_share': False, 'widths': 'aligned'}
+    """
+    level = get_spec(name).level
+    model = cfg.level(level).model
+    return {"local_share": bool(level == 1 and model.local_share), "widths": model.widths}
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -441,27 +481,30 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def parameter_table(local_share: bool = False) -> list[tuple[str, int]]:
+def parameter_table(local_share: bool = False, widths: str = "paper") -> list[tuple[str, int]]:
     """``(name, parameters)`` of the 23 networks, then a final ``("total", sum)`` row.
 
-    ``local_share`` applies to the level-1 nets only (patch nets are plain).
+    ``local_share`` applies to the level-1 nets only (patch nets are plain); ``widths``
+    is a :data:`WIDTHS` plan.
 
     >>> parameter_table()[-1]
     ('total', 572622)
+    >>> parameter_table(widths="aligned")[-1]
+    ('total', 467206)
     """
     rows = [(name, count_parameters(
-        create_net(name, local_share=local_share and SPECS[name].level == 1)))
+        create_net(name, local_share=local_share and SPECS[name].level == 1, widths=widths)))
         for name in SPECS]
     return rows + [("total", sum(n for _, n in rows))]
 
 
-def format_parameter_table(local_share: bool = False) -> str:
+def format_parameter_table(local_share: bool = False, widths: str = "paper") -> str:
     """Text table of :func:`parameter_table` with the total beside the paper's 643,920.
 
     >>> print(format_parameter_table().splitlines()[0])
     network  level  outputs  parameters
     """
-    rows = parameter_table(local_share=local_share)
+    rows = parameter_table(local_share=local_share, widths=widths)
     lines = [f"{'network':<7}  {'level':>5}  {'outputs':>7}  {'parameters':>10}"]
     for name, n in rows[:-1]:
         spec = SPECS[name]
@@ -471,7 +514,7 @@ def format_parameter_table(local_share: bool = False) -> str:
     lines.append(f"{'total':<7}  {'':>5}  {'':>7}  {total:>10,}")
     lines.append(f"{'paper':<7}  {'':>5}  {'':>7}  {PAPER_TOTAL_PARAMETERS:>10,}"
                  f"  (ours = {ratio:.1%} of the paper's; "
-                 f"local_share={'on' if local_share else 'off'})")
+                 f"local_share={'on' if local_share else 'off'}, widths={widths})")
     return "\n".join(lines)
 
 

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from facecascade.config import Config
-from facecascade.nets import level_nets
+from facecascade.nets import level_nets, net_options
 from facecascade.train import VAL_BATCH
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class JobResult:
         Ray Train run directory of the net's job (checkpoints, logs).
     params : dict
         Everything the job was run with: ``train`` (TrainConfig fields), ``resources``,
-        ``seed``, ``local_share``, ``level``, ``train_table``, ``val_table``, ``data``
+        ``seed``, ``local_share``, ``widths``, ``level``, ``train_table``, ``val_table``, ``data``
         (``"object store"`` or ``"parquet stream"``, see the module docstring),
         ``run_name`` and ``job_nets`` (the nets of its job, in training order).
     """
@@ -397,7 +397,8 @@ def _train_worker(config: dict[str, Any]) -> None:
         try:
             train_src, val_src = _batch_sources(config, net, tcfg.batch_size)
             fit = tr.fit_one(net, train_src, val_src, tcfg, seed=config["seed"],
-                             local_share=config["local_share"], resume=resume,
+                             local_share=config["local_share"], widths=config["widths"],
+                             resume=resume,
                              on_epoch=on_epoch, log_every=0, threads=config["torch_threads"])
         except Exception as exc:  # noqa: BLE001 - one net's failure is its own
             meta.update(status="failed", error=_error_text(exc))
@@ -615,7 +616,8 @@ def _check_returned_weights(net: str, weights: Mapping[str, Any], meta: Mapping[
 
     if meta.get("net") not in (None, net):
         return f"returned result belongs to {meta.get('net')!r}, not {net!r}"
-    model = create_net(net, local_share=bool(params.get("local_share")))
+    model = create_net(net, local_share=bool(params.get("local_share")),
+                       widths=params.get("widths", "paper"))
     model.load_state_dict(dict(weights))
     model.eval()
     if val is None:
@@ -695,7 +697,7 @@ def train_level(
         and ``{net}.history.json`` (the :class:`JobResult` as JSON) per network.
     cfg : Config
         ``cfg.level(level).train`` for the loop, ``cfg.resources`` for the jobs,
-        ``cfg.level1.model.local_share`` for level 1.
+        ``cfg.level1.model.local_share`` for level 1, ``model.widths``.
     run_name : str
         Prefix of the Ray Train run names (``f"{run_name}-{net}-..."``); keep it free
         of timestamps so a re-run with ``restore=True`` finds its runs again.
@@ -749,7 +751,8 @@ def train_level(
 
     section = cfg.level(level)
     tcfg = section.train
-    local_share = bool(getattr(getattr(section, "model", None), "local_share", False))
+    arch = net_options(level_nets(level)[0], cfg)  # the same for every net of a level
+    local_share, widths = arch["local_share"], arch["widths"]
     resources = dataclasses.asdict(cfg.resources)
     limit = _concurrency(cfg, len(chosen))
     if in_memory_max_bytes is None:
@@ -765,7 +768,8 @@ def train_level(
     for net in chosen:
         params[net] = {"level": level, "net": net, "train": dataclasses.asdict(tcfg),
                        "resources": resources, "seed": cfg.resources.seed,
-                       "local_share": local_share, "train_table": f"{crops}/{net}.train.parquet",
+                       "local_share": local_share, "widths": widths,
+                       "train_table": f"{crops}/{net}.train.parquet",
                        "val_table": f"{crops}/{net}.val.parquet", "data": None,
                        "run_name": None, "job_nets": None}
         try:
@@ -792,6 +796,7 @@ def train_level(
                      "loop_config": {
                          "nets": group, "train": dataclasses.asdict(tcfg),
                          "seed": cfg.resources.seed, "local_share": local_share,
+                         "widths": widths,
                          "torch_threads": cfg.resources.torch_threads,
                          "checkpoint_seconds": cfg.resources.checkpoint_seconds,
                          "shuffle_buffer": shuffle_buffer, "hook": epoch_hook,

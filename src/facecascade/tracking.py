@@ -492,13 +492,13 @@ def level_run(client: MlflowClient, parent_id: str, level: int,
     finish_run(client, run_id, "FINISHED")
 
 
-def _spec_params(net: str) -> dict[str, Any]:
+def _spec_params(net: str, widths: str = "paper") -> dict[str, Any]:
     try:
         from .nets import get_spec
     except ImportError:  # pragma: no cover
         return {}
     try:
-        return {"spec": get_spec(net).to_dict()}
+        return {"spec": get_spec(net, widths).to_dict()}
     except (KeyError, ValueError):
         return {}
 
@@ -562,8 +562,10 @@ def log_network_run(client: MlflowClient, level_run_id: str, job: NetworkJob, *,
     run_id = run.info.run_id
     with fail_on_error(client, run_id):
         job_params = getattr(job, "params", None)
+        widths = (job_params.get("widths", "paper") if isinstance(job_params, Mapping)
+                  else "paper")
         _log_params(client, run_id, {
-            "net": job.net, **_spec_params(job.net),
+            "net": job.net, **_spec_params(job.net, widths),
             **(dict(job_params) if isinstance(job_params, Mapping) else {}),
             **dict(params or {})})
         renames = {"seconds": "epoch_seconds", "step": "iterations"}

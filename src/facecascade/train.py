@@ -293,6 +293,7 @@ def fit_one(
     seed: int = 0,
     device: str | torch.device | None = None,
     local_share: bool = False,
+    widths: str = "paper",
     input_size: int | tuple[int, int] | None = None,
     resume: Mapping[str, Any] | None = None,
     on_epoch: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
@@ -318,6 +319,8 @@ def fit_one(
         Default :func:`default_device`.
     local_share : bool
         Level-1 nets only: locally shared conv3/conv4 weights.
+    widths : str
+        Conv channel plan (:data:`facecascade.nets.WIDTHS`, ``levelN.model.widths``).
     input_size : int or (int, int), optional
         Input ``(width, height)`` instead of the spec's.
     resume : mapping, optional
@@ -343,7 +346,7 @@ def fit_one(
     torch.manual_seed(seed)
     device = torch.device(device) if device is not None else default_device()
 
-    model = create_net(name, dropout=cfg.dropout, local_share=local_share,
+    model = create_net(name, dropout=cfg.dropout, local_share=local_share, widths=widths,
                        input_size=input_size).to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     loss_fn = LOSSES[cfg.loss]
@@ -359,7 +362,8 @@ def fit_one(
     best_state = _cpu_copy(model.state_dict())
     history: list[dict[str, Any]] = []
     if resume is not None:
-        _check_resume(resume, name, cfg, local_share=local_share, input_size=model.input_size)
+        _check_resume(resume, name, cfg, local_share=local_share, widths=widths,
+                      input_size=model.input_size)
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         epoch, step, bad_epochs = resume["epoch"], resume["step"], resume["bad_epochs"]
@@ -421,6 +425,7 @@ def fit_one(
                 "bad_epochs": bad_epochs, **_rng_state(),
                 "history": [dict(m) for m in history],
                 "config": dataclasses.asdict(cfg), "seed": seed, "local_share": local_share,
+                "widths": widths,
                 "input_size": list(model.input_size), "spec": model.spec.to_dict(),
             }
             on_epoch(dict(metrics), state)
@@ -436,18 +441,18 @@ def fit_one(
 
 
 def _check_resume(resume: Mapping[str, Any], name: str, cfg: TrainConfig, *,
-                  local_share: bool, input_size: tuple[int, int]) -> None:
+                  local_share: bool, widths: str, input_size: tuple[int, int]) -> None:
     """Refuse a checkpoint of another network or architecture; warn on a changed config."""
     missing = [k for k in _CHECKPOINT_KEYS if k not in resume]
     if missing:
         raise ValueError(f"resume: not a facecascade checkpoint (missing {', '.join(missing)})")
     if resume["name"] != name:
         raise ValueError(f"resume: checkpoint is of network {resume['name']!r}, not {name!r}")
-    ckpt_arch = (bool(resume.get("local_share", False)),
+    ckpt_arch = (bool(resume.get("local_share", False)), resume.get("widths", "paper"),
                  tuple(resume.get("input_size", input_size)))
-    if ckpt_arch != (local_share, tuple(input_size)):
-        raise ValueError(f"resume: checkpoint has (local_share, input_size) == {ckpt_arch}, "
-                         f"this run {(local_share, tuple(input_size))}")
+    if ckpt_arch != (local_share, widths, tuple(input_size)):
+        raise ValueError(f"resume: checkpoint has (local_share, widths, input_size) == "
+                         f"{ckpt_arch}, this run {(local_share, widths, tuple(input_size))}")
     if dict(resume["config"]) != dataclasses.asdict(cfg):
         logger.warning("%s: resuming with a different TrainConfig: %s -> %s",
                        name, dict(resume["config"]), dataclasses.asdict(cfg))

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .config import Config, SearchConfig
-from .nets import get_spec
+from .nets import get_spec, net_options
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,9 @@ def search_key(cfg: Config, net: str, crop_dir: str | Path) -> str:
         "train": {k: v for k, v in dataclasses.asdict(cfg.level(level).train).items()
                   if k not in SEARCHED},  # the searched ones are the trials' own
         "seed": cfg.resources.seed,
-        "local_share": bool(cfg.level1.model.local_share and level == 1),
+        "local_share": net_options(net, cfg)["local_share"],
+        # the papers' widths keep the keys of searches made before widths existed
+        **({"widths": w} if (w := net_options(net, cfg)["widths"]) != "paper" else {}),
     }, sort_keys=True).encode())
     for split in ("train", "val"):
         path = Path(crop_dir) / f"{net}.{split}.parquet"
@@ -221,8 +223,8 @@ def _trial(config: dict[str, Any], *, train: Mapping[str, Any], val: Mapping[str
     fit_one(setup["net"], ArrayBatches(train, tcfg.batch_size, shuffle=True,
                                        seed=setup["seed"]),
             ArrayBatches(val, VAL_BATCH, shuffle=False, seed=0), tcfg, seed=setup["seed"],
-            local_share=setup["local_share"], on_epoch=on_epoch, log_every=0,
-            threads=setup["threads"])
+            local_share=setup["local_share"], widths=setup["widths"], on_epoch=on_epoch,
+            log_every=0, threads=setup["threads"])
 
 
 def _trial_result(result: Any, max_epochs: int) -> TrialResult:
@@ -297,7 +299,7 @@ def tune_net(cfg: Config, crop_dir: str | Path, *, storage_path: str | Path,
     res = cfg.resources
     setup = {"net": net, "train": dataclasses.asdict(cfg.level(level).train),
              "max_epochs": scfg.max_epochs, "seed": res.seed, "threads": res.torch_threads,
-             "local_share": bool(cfg.level1.model.local_share and level == 1)}
+             **net_options(net, cfg)}
     resources = {"cpu": res.cpus_per_net, **({"gpu": res.gpus_per_net}
                                              if res.gpus_per_net > 0 else {})}
     trainable = tune.with_resources(

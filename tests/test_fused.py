@@ -334,3 +334,28 @@ def test_fast_path_agrees_with_reference_with_aligned_widths():
     plan = level_plan(cfg, 2, fast.nets)
     assert len(plan.groups) == 1  # the ten patch nets still form one grouped module
     _check_parity(fast, [f.image for f in faces], boxes)
+
+
+@pytest.mark.parametrize("patches", ["box", "points"])
+@pytest.mark.parametrize("level", [1, 2, 3])
+def test_compiled_windows_are_the_reference_windows_bit_for_bit(level, patches):
+    from facecascade.crops import patch_frames
+    from facecascade.fused import level_windows
+
+    cfg = config_from_dict({"frame": {"patches": patches}})
+    cascade = Cascade.untrained(cfg, levels=3, seed=0)
+    plan = level_plan(cfg, level, cascade.nets)
+    rng = np.random.default_rng(level)
+    boxes = rng.uniform(0, 100, (60, 2))
+    boxes = np.concatenate([boxes, boxes + rng.uniform(20, 90, (60, 2))], axis=1)
+    frames = face_frame(boxes, cfg.frame.scale)
+    prev = boxes[:, None, :2] + rng.uniform(0, 1, (60, 5, 2)) * (boxes[:, None, 2:]
+                                                                   - boxes[:, None, :2])
+    prev[0] = prev[0, 0]  # a degenerate estimate: the frame's clip applies
+    scale = cfg.frame.points_scale if level > 1 and patches == "points" else 0.0
+    windows, patch = level_windows(plan, frames, prev, scale)
+    want_patch = frames if level == 1 else patch_frames(frames, prev, cfg)
+    np.testing.assert_array_equal(patch, want_patch)
+    for j, name in enumerate(plan.order):
+        np.testing.assert_array_equal(windows[:, j],
+                                      net_windows(get_spec(name), want_patch, cfg, prev))

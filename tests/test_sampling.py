@@ -95,3 +95,49 @@ def test_doctests():
 
     assert doctest.testmod(sampling).failed == 0
     assert doctest.testmod(decoding).failed == 0
+
+
+@pytest.mark.parametrize("groups", [[((15, 15), 10)], [((39, 39), 1), ((39, 31), 2)],
+                                    [((7, 12), 2), ((20, 9), 1)]])
+def test_compiled_crops_are_the_reference_warpaffine_bytes(groups):
+    from facecascade.sampling import crop_groups
+
+    rng = np.random.default_rng(6)
+    grays = [cv2.GaussianBlur(rng.integers(0, 256, (int(rng.integers(20, 160)),
+                                                    int(rng.integers(20, 160))), np.uint8),
+                              (5, 5), 1.5) for _ in range(9)]
+    m = sum(count for _, count in groups)
+    n = 200
+    index = rng.integers(0, len(grays), n)
+    # inside, across the edges and wholly outside the images; up- and down-scaling
+    windows = _random_windows(rng, n, m)
+    got = crop_groups(grays, index, windows, groups)
+    start = 0
+    for (size, count), crops in zip(groups, got, strict=True):
+        assert crops.dtype == np.float32 and crops.shape == (n, count, size[1], size[0])
+        want = _reference(grays, index, windows[:, start:start + count], size)
+        np.testing.assert_array_equal(crops, want.astype(np.float32))
+        start += count
+
+
+def test_compiled_crops_are_standardised_as_the_training_crops():
+    from facecascade.crops import MIN_STD, standardise
+    from facecascade.sampling import crop_groups
+
+    rng = np.random.default_rng(7)
+    grays = [rng.integers(0, 256, (80, 90), np.uint8), np.full((30, 30), 77, np.uint8)]
+    index = np.array([0, 1, 0, 1])
+    windows = _random_windows(rng, 4, 3, lo=-10, hi=60, smin=8, smax=40)
+    got = crop_groups(grays, index, windows, [((15, 15), 3)], min_std=MIN_STD)[0]
+    raw = sample_windows(grays, index, windows, (15, 15))
+    want = standardise(raw.reshape(-1, 15 * 15), (15, 15)).reshape(got.shape)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert (got[[1, 3]] == 0).all()  # a flat image gives flat crops: zeros, not NaN
+
+
+def test_compiled_crops_refuse_a_colour_image_by_its_index():
+    from facecascade.sampling import crop_groups
+
+    grays = [np.zeros((20, 20), np.uint8), np.zeros((20, 20, 3), np.uint8)]
+    with pytest.raises(ValueError, match="image 1: expected a grey uint8"):
+        crop_groups(grays, np.array([0, 1]), np.ones((2, 1, 4)) * [0, 0, 9, 9], [((5, 5), 1)])

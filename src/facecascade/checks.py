@@ -143,6 +143,8 @@ def check_boxes(boxes: Any, *, name: str = "boxes", min_size: float = 0.0) -> np
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(
             f"Expected {name} of shape (n, 4) as (left, top, right, bottom); got shape {arr.shape}")
+    if np.isfinite(arr).all() and (arr[:, 2:] - arr[:, :2] > min_size).all():
+        return np.ascontiguousarray(arr)  # the common case, in few operations
     _check_finite(arr, name, "box")
     w = arr[:, 2] - arr[:, 0]
     h = arr[:, 3] - arr[:, 1]

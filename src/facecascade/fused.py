@@ -4,20 +4,25 @@
 ``predict``, ``predict_level``, manifest and artifact) whose ``predict_level``
 runs a level in three steps for a whole batch of faces:
 
-1. **windows** of every net of the level for every face in one numpy
-   expression (``anchor + fraction * frame size``, the arithmetic of
-   :func:`facecascade.crops.net_windows`, bit for bit);
-2. **crops** of all those windows (:func:`facecascade.sampling.sample_windows`:
-   the reference ``warpAffine`` crops to the bit, one ``cv2.remap`` per image);
-3. **one graph** per level (:class:`LevelGraph`): uint8 crops and windows in,
-   fused points out. Nets of a level with the same input size and layer plan
+1. **windows** of every net of the level for every face in one compiled pass
+   (:func:`level_windows`: the patch frames of
+   :func:`facecascade.crops.patch_frames` and ``anchor + fraction * frame size``,
+   the arithmetic of :func:`facecascade.crops.net_windows`, bit for bit);
+2. **crops** of all those windows, standardised, in one compiled pass per image
+   (:func:`facecascade.sampling.crop_groups`: the reference ``warpAffine`` crops to
+   the bit, then :func:`facecascade.crops.standardise`);
+3. **one graph** per level (:class:`LevelGraph`): standardised crops and windows
+   in, fused points out. Nets of a level with the same input size and layer plan
    become one stack of grouped convolutions (:class:`GroupedNets`: the 10 patch
    nets of level 2 or 3 are one module; EN1 and NM1 are one, F1 another, as
-   their input sizes differ); per-crop standardisation, the nets' relative
-   outputs back to image pixels and the fusion (eq. 4 weighted average at
-   level 1, pair averages at levels 2 and 3, and the share ``model.keep`` of
-   the previous estimate, which is every patch window's centre) are inside the
-   graph.
+   their input sizes differ); the nets' relative outputs back to image pixels and
+   the fusion (eq. 4 weighted average at level 1, pair averages at levels 2 and 3,
+   and the share ``model.keep`` of the previous estimate, which is every patch
+   window's centre) are inside the graph.
+
+Steps 1 and 2 are numba-compiled (``cache=True``: compiled once per machine, then
+loaded) so that a single face costs little more than its graphs: for one face the
+numpy glue of the same arithmetic took longer than the networks.
 
 The graph runs on onnxruntime (exported with ``torch.onnx.export``, one session
 per level, default) or as the fused torch module (``backend="torch"``);
@@ -40,6 +45,7 @@ they are, inside the same graph.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import io
 import os
@@ -50,15 +56,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import torch
 from torch import nn
 
 from .cascade import Cascade
 from .config import Config
-from .crops import MIN_STD, net_windows, patch_frames
+from .crops import MIN_STD, net_windows, refined_faces
 from .nets import get_spec, level_nets
-from .sampling import sample_groups
+from .sampling import CropLayout, crop_groups
 
 #: graph backends of :class:`FastCascade`
 BACKENDS = ("onnxruntime", "torch")
@@ -67,7 +74,7 @@ OPSET = 17
 #: fewest faces in a part of a batch run by its own thread
 MIN_PART = 32
 #: layout version of the level graphs; part of :func:`graph_key`
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2
 #: folder of a cascade artifact holding its level graphs
 GRAPH_DIR = "graphs"
 
@@ -239,6 +246,18 @@ class LevelPlan:
     fusion: np.ndarray  # (5, P): fused point q = sum_p fusion[q, p] * net point p
     keep: float = 0.0  # share of the previous estimate (the window centres), levels 2 and 3
 
+    @functools.cached_property
+    def layout(self) -> CropLayout:
+        """The crop groups of :func:`facecascade.sampling.crop_groups`, in graph order."""
+        return CropLayout.of([(size, len(names)) for names, size in self.groups])
+
+    @functools.cached_property
+    def anchors(self) -> np.ndarray:
+        """Per net, the point its window is centred on, or -1 for the frame (level 1)."""
+        m = len(self.order)
+        return (np.full(m, -1, np.int64) if self.anchor_points is None
+                else np.ascontiguousarray(self.anchor_points, np.int64))
+
     @property
     def slices(self) -> list[slice]:
         """Position of each group in :attr:`order`."""
@@ -263,7 +282,8 @@ def level_plan(cfg: Config, level: int, nets: Mapping[str, nn.Module]) -> LevelP
     order = tuple(n for ns, _ in groups for n in ns)
     unit = np.array([[0.0, 0.0, 1.0, 1.0]])
     zeros = np.zeros((1, 5, 2))
-    fractions = np.concatenate([net_windows(get_spec(n), unit, cfg, zeros) for n in order])
+    fractions = np.ascontiguousarray(
+        np.concatenate([net_windows(get_spec(n), unit, cfg, zeros) for n in order]))
     anchors = None if level == 1 else np.array([get_spec(n).points[0] for n in order])
     weights = [cfg.level1.model.fusion[n] if level == 1 else 1.0 for n in order]
     point_of = [p for n in order for p in get_spec(n).points]
@@ -279,14 +299,13 @@ def level_plan(cfg: Config, level: int, nets: Mapping[str, nn.Module]) -> LevelP
 class LevelGraph(nn.Module):
     """One cascade level as one module: crops and windows in, fused points out.
 
-    ``forward(*crops, windows)``: ``crops[j]`` uint8 ``(B, g_j, H_j, W_j)`` of the
-    ``j``-th group of the plan, ``windows`` float32 ``(B, m, 4)`` of every net in
-    plan order; returns float32 ``(B, 5, 2)`` points in image pixels. Each crop is
-    standardised (minus its mean, over its std floored at ``crops.MIN_STD``), the
-    nets' relative outputs are mapped to their windows and fused with the plan's
-    weights. A patch window is centred on the previous estimate of its point, so
-    keeping a share ``plan.keep`` of that estimate moves each relative output
-    towards 0.5 (the window's centre) by that share.
+    ``forward(*crops, windows)``: ``crops[j]`` float32 ``(B, g_j, H_j, W_j)`` of the
+    ``j``-th group of the plan, standardised (:func:`facecascade.crops.standardise`),
+    ``windows`` float32 ``(B, m, 4)`` of every net in plan order; returns float32
+    ``(B, 5, 2)`` points in image pixels. The nets' relative outputs are mapped to
+    their windows and fused with the plan's weights. A patch window is centred on the
+    previous estimate of its point, so keeping a share ``plan.keep`` of that estimate
+    moves each relative output towards 0.5 (the window's centre) by that share.
     """
 
     def __init__(self, plan: LevelPlan, nets: Mapping[str, nn.Module]) -> None:
@@ -302,11 +321,7 @@ class LevelGraph(nn.Module):
         *crops, windows = inputs
         outs = []
         for module, x in zip(self.groups, crops, strict=True):
-            x = x.float()
-            mean = x.mean(dim=(2, 3), keepdim=True)
-            d = x - mean
-            std = torch.sqrt((d * d).mean(dim=(2, 3), keepdim=True))
-            y = module(d / torch.clamp(std, min=MIN_STD))
+            y = module(x)
             outs.append(y.reshape(y.shape[0], -1, 2))
         rel = torch.cat(outs, dim=1)  # (B, P, 2)
         if self.keep:
@@ -318,8 +333,7 @@ class LevelGraph(nn.Module):
 
 def export_level(graph: LevelGraph, plan: LevelPlan) -> bytes:
     """The ONNX model (bytes) of a :class:`LevelGraph`; inputs ``crops0.. , windows``."""
-    example = [torch.zeros(2, len(names), size[1], size[0], dtype=torch.uint8)
-               for names, size in plan.groups]
+    example = [torch.zeros(2, len(names), size[1], size[0]) for names, size in plan.groups]
     example.append(torch.zeros(2, len(plan.order), 4))
     example[-1][..., 2:] = 1.0
     names = [f"crops{j}" for j in range(len(plan.groups))] + ["windows"]
@@ -482,38 +496,89 @@ class FastCascade(Cascade):
             raise ValueError(f"level == {level}, this cascade has levels 1..{self.levels}")
         if level > 1 and prev is None:
             raise ValueError(f"level {level} needs the previous level's points (prev)")
-        gated = self._gate(level, grays, image_index, frames, prev, batch_size)
-        if gated is not None:
-            return gated
         plan, run = self.runner(level)
-        frames = np.asarray(frames, np.float64)
-        if level > 1:
-            frames = patch_frames(frames, np.asarray(prev, np.float64), self.cfg)
         n = len(frames)
+        prev = (np.zeros((n, 5, 2)) if level == 1 else
+                np.ascontiguousarray(prev, np.float64))
+        points = level > 1 and self.cfg.frame.patches == "points"
+        windows, patch = level_windows(plan, frames, prev,
+                                       self.cfg.frame.points_scale if points else 0.0)
         out = np.empty((n, 5, 2))
+        faces = slice(None)
+        if level > 1 and self.cfg.level(level).crops.min_window_px > 0:
+            refine = refined_faces(level, patch, self.cfg)  # the others keep prev
+            if not refine.all():
+                out[~refine] = prev[~refine]
+                faces = np.flatnonzero(refine)
         image_index = np.asarray(image_index, np.int64)
+        count = n if isinstance(faces, slice) else len(faces)
         workers = (self.threads or os.cpu_count() or 1) if self.backend == "onnxruntime" else 1
-        workers = max(1, min(workers, n // MIN_PART))
-        step = min(batch_size, -(-n // workers)) if n else 1
-        parts = [slice(start, start + step) for start in range(0, n, step)]
+        workers = max(1, min(workers, count // MIN_PART))
+        if workers == 1 and count <= batch_size:
+            parts = [faces]  # one face, or a batch that needs no splitting
+        else:
+            rows = np.arange(n)[faces]
+            step = min(batch_size, -(-count // workers))
+            parts = [rows[start:start + step] for start in range(0, count, step)]
 
-        def run_part(part: slice) -> None:
-            fr = frames[part]
-            size = (fr[:, 2:] - fr[:, :2])[:, None, :]  # (b, 1, 2) frame w, h
-            if plan.anchor_points is None:
-                anchor = fr[:, None, :2]
-            else:
-                anchor = np.asarray(prev[part], np.float64)[:, plan.anchor_points]
-            windows = np.concatenate([anchor + plan.fractions[None, :, :2] * size,
-                                      anchor + plan.fractions[None, :, 2:] * size], axis=2)
-            crops = sample_groups(grays, image_index[part], windows,
-                                  [(size, len(names)) for names, size in plan.groups])
-            out[part] = run(crops, windows.astype(np.float32))
+        def run_part(rows: np.ndarray | slice) -> None:
+            win = windows[rows]
+            crops = crop_groups(grays, image_index[rows], win, plan.layout, min_std=MIN_STD)
+            out[rows] = run(crops, win.astype(np.float32))
 
         if workers > 1 and len(parts) > 1:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="level") as pool:
                 list(pool.map(run_part, parts))
         else:
-            for part in parts:
-                run_part(part)
+            for rows in parts:
+                run_part(rows)
         return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _level_windows(frames: np.ndarray, prev: np.ndarray, fractions: np.ndarray,
+                   anchors: np.ndarray, points_scale: float, windows: np.ndarray,
+                   patch: np.ndarray) -> None:
+    for i in range(frames.shape[0]):
+        left, top, right, bottom = frames[i, 0], frames[i, 1], frames[i, 2], frames[i, 3]
+        if points_scale > 0:  # frame.points_frame, operation for operation
+            p = prev[i]
+            dx, dy = p[1, 0] - p[0, 0], p[1, 1] - p[0, 1]
+            iod = np.sqrt(dx * dx + dy * dy)
+            dx = (p[3, 0] + p[4, 0]) / 2 - (p[0, 0] + p[1, 0]) / 2
+            dy = (p[3, 1] + p[4, 1]) / 2 - (p[0, 1] + p[1, 1]) / 2
+            size = points_scale * np.sqrt(iod * np.sqrt(dx * dx + dy * dy))
+            side = np.sqrt((right - left) * (bottom - top))
+            size = min(max(size, 0.5 * side), 2.0 * side)
+            cx, cy, half = (left + right) / 2, (top + bottom) / 2, size / 2
+            left, top, right, bottom = cx - half, cy - half, cx + half, cy + half
+        patch[i, 0], patch[i, 1], patch[i, 2], patch[i, 3] = left, top, right, bottom
+        w, h = right - left, bottom - top
+        for j in range(fractions.shape[0]):
+            if anchors[j] < 0:
+                ax, ay = left, top
+            else:
+                ax, ay = prev[i, anchors[j], 0], prev[i, anchors[j], 1]
+            windows[i, j, 0] = ax + fractions[j, 0] * w
+            windows[i, j, 1] = ay + fractions[j, 1] * h
+            windows[i, j, 2] = ax + fractions[j, 2] * w
+            windows[i, j, 3] = ay + fractions[j, 3] * h
+
+
+def level_windows(plan: LevelPlan, frames: np.ndarray, prev: np.ndarray,
+                  points_scale: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Windows ``(n, m, 4)`` of the plan's nets and the patch frames ``(n, 4)`` they use.
+
+    ``frames`` are the faces' box frames; with ``points_scale > 0`` (``frame.patches:
+    points``, levels 2 and 3) the patch frames are
+    :func:`facecascade.frame.points_frame` of ``prev``, else ``frames``. A level-1 window
+    is anchored at its frame's top-left corner, a patch window at the previous estimate
+    of its point. The same numbers as :func:`facecascade.crops.patch_frames` and
+    :func:`facecascade.crops.net_windows`, bit for bit, in one compiled pass.
+    """
+    frames = np.ascontiguousarray(frames, np.float64)
+    n, m = len(frames), len(plan.order)
+    windows, patch = np.empty((n, m, 4)), np.empty((n, 4))
+    _level_windows(frames, np.ascontiguousarray(prev, np.float64), plan.fractions,
+                   plan.anchors, float(points_scale), windows, patch)
+    return windows, patch

@@ -25,22 +25,21 @@ MIRROR_PERMUTATION = np.array([1, 0, 2, 4, 3])
 def box_size(boxes: np.ndarray) -> np.ndarray:
     """Width and height ``(n, 2)`` of boxes ``(n, 4)``."""
     boxes = np.asarray(boxes, dtype=np.float64)
-    return np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
+    return boxes[:, 2:] - boxes[:, :2]
 
 
 def box_center(boxes: np.ndarray) -> np.ndarray:
     """Centre ``(n, 2)`` of boxes ``(n, 4)``."""
     boxes = np.asarray(boxes, dtype=np.float64)
-    return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+    return (boxes[:, :2] + boxes[:, 2:]) / 2
 
 
 def boxes_from_center(center: np.ndarray, size: np.ndarray) -> np.ndarray:
     """Boxes ``(n, 4)`` from centres ``(n, 2)`` and sizes ``(n, 2)`` (or ``(n,)`` for squares)."""
     center = np.asarray(center, dtype=np.float64)
-    size = np.asarray(size, dtype=np.float64)
-    if size.ndim == 1:
-        size = np.stack([size, size], axis=1)
-    half = size / 2
+    half = np.asarray(size, dtype=np.float64) / 2
+    if half.ndim == 1:
+        half = half[:, None]
     return np.concatenate([center - half, center + half], axis=1)
 
 

@@ -18,12 +18,19 @@ It measures, in one run (so the ratios share the machine's load):
 
 - the plain loop: ``fit_one`` for each net in this process, one after another, before
   and after the Ray level (each net's faster run counts: the machine may be shared);
+- the plain loop in parallel without Ray: one process per core, each training the
+  nets ``orchestration.deal`` gives its job (what the cores themselves allow: two
+  processes training at once share caches and memory bandwidth);
 - the Ray level: ``orchestration.train_level``, its wall time and each job's own time
-  (first line of the worker to its end), and per-net training samples/s;
+  (first line of the worker to its end), the time from the level's start to the first
+  worker's first line and from the last worker's end to the level's end, and per-net
+  training samples/s;
 - MLflow: logging each job as a network run from the driver (SQLite store);
 
 and prints each figure beside its goal: the level's wall time at most 1.25 x (sum of
 the plain loop / cores), each net's samples/s under Ray at least 0.9 x the plain loop's.
+``--recipe recipes/real.yaml`` trains with the real-data recipe's settings (batch size,
+epochs, optimiser, windows...), as ``make real`` does.
 Ray lowers its workers' CPU priority by default (``RAY_worker_niceness``); the bench sets
 it to 0 so that on a shared machine the workers compete as the plain loop does.
 
@@ -53,7 +60,8 @@ from facecascade.config import Config, load_config
 from facecascade.crops import read_crop_table, write_level_crops
 from facecascade.formats import assign_split, faces_to_arrays, ingest
 from facecascade.io import write_json_atomic
-from facecascade.nets import level_nets
+from facecascade.nets import level_nets, net_options
+from facecascade.recipe import flatten, load_recipe
 from facecascade.synth import write_synthetic_dataset
 from facecascade.train import ArrayBatches, fit_one
 
@@ -99,7 +107,8 @@ def build_tables(args: argparse.Namespace, cfg: Config, work: Path) -> Path:
     return crops
 
 
-def plain_loop(nets: list[str], crops: Path, cfg: Config, level: int) -> dict[str, dict]:
+def plain_loop(nets: list[str], crops: Path, cfg: Config, level: int, *,
+               quiet: bool = False) -> dict[str, dict]:
     """Each net trained in this process, one after another, on its tables in memory."""
     tcfg = cfg.level(level).train
     torch.set_num_threads(cfg.resources.torch_threads)
@@ -112,12 +121,38 @@ def plain_loop(nets: list[str], crops: Path, cfg: Config, level: int) -> dict[st
                                         seed=cfg.resources.seed),
                       ArrayBatches(va, orchestration.VAL_BATCH, shuffle=False, seed=0), tcfg,
                       seed=cfg.resources.seed, log_every=0,
-                      threads=cfg.resources.torch_threads)
+                      threads=cfg.resources.torch_threads, **net_options(net, cfg))
         out[net] = {"seconds": time.perf_counter() - t, "rows": len(tr["pixels"]),
                     "samples_per_s": statistics.mean(h["samples_per_s"] for h in fit.history)}
-        print(f"plain {net}: {out[net]['seconds']:.1f} s, "
-              f"{out[net]['samples_per_s']:.0f} samples/s")
+        if not quiet:
+            print(f"plain {net}: {out[net]['seconds']:.1f} s, "
+                  f"{out[net]['samples_per_s']:.0f} samples/s")
     return out
+
+
+def _plain_share(args: tuple) -> tuple[list[str], float, dict]:
+    nets, crops, cfg, level = args
+    t = time.perf_counter()
+    out = plain_loop(nets, crops, cfg, level, quiet=True)
+    return nets, time.perf_counter() - t, out
+
+
+def plain_parallel(nets: list[str], crops: Path, cfg: Config, level: int,
+                   cores: int) -> dict:
+    """The plain loop on ``cores`` processes at once, nets dealt as the Ray level deals
+    them to its jobs: the wall time the cores allow without Ray."""
+    import multiprocessing as mp
+
+    sizes = {n: orchestration.table_bytes(crops / f"{n}.train.parquet") for n in nets}
+    shares = orchestration.deal(sizes, cores)
+    t = time.perf_counter()
+    with mp.get_context("spawn").Pool(len(shares)) as pool:
+        done = pool.map(_plain_share, [(s, crops, cfg, level) for s in shares])
+    wall = time.perf_counter() - t
+    rates = {n: r["samples_per_s"] for _, _, out in done for n, r in out.items()}
+    print(f"plain loop on {len(shares)} processes at once: {wall:.1f} s wall")
+    return {"wall_s": wall, "process_s": [s for _, s, _ in done], "shares": shares,
+            "samples_per_s": rates}
 
 
 def ray_level(crops: Path, cfg: Config, level: int, tmp: Path) -> tuple:
@@ -148,7 +183,7 @@ def ray_level(crops: Path, cfg: Config, level: int, tmp: Path) -> tuple:
     return result, init_s, cores, mlflow_s
 
 
-def figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s) -> dict:
+def figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s, parallel) -> dict:
     """The figures of one run, each beside its goal."""
     jobs = result.jobs
     plain_sum = sum(p["seconds"] for p in plain.values())
@@ -159,6 +194,8 @@ def figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s) -> dict:
         rates[net] = {"ray": ray_rate, "plain": plain[net]["samples_per_s"],
                       "ratio": ray_rate / plain[net]["samples_per_s"]}
     ratios = [r["ratio"] for r in rates.values()]
+    starts = [j.start for j in jobs.values() if j.start is not None]
+    ends = [j.end for j in jobs.values() if j.end is not None]
     return {
         "data": "demo (procedural faces)" if args.data == "synth" else Path(args.data).name,
         "level": args.level, "nets": len(jobs),
@@ -179,6 +216,15 @@ def figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s) -> dict:
         "samples_per_s_goal": f">= {RATE_GOAL} x plain for every net",
         "samples_per_s_goal_met": min(ratios) >= RATE_GOAL,
         "per_job_overhead_s": (sum(j.seconds for j in jobs.values()) - plain_sum) / len(jobs),
+        "level_start_to_first_worker_s": min(starts) - result.start if starts else None,
+        "last_worker_end_to_level_end_s": result.end - max(ends) if ends else None,
+        "plain_parallel_wall_s": parallel["wall_s"],
+        "wall_over_plain_parallel": result.seconds / parallel["wall_s"],
+        "plain_parallel_over_ideal": parallel["wall_s"] / ideal,
+        "plain_parallel_samples_per_s_ratio_median": statistics.median(
+            parallel["samples_per_s"][n] / plain[n]["samples_per_s"] for n in plain),
+        "recipe": Path(args.recipe).name if args.recipe else None,
+        "overrides": args.set,
         "mlflow_log_per_job_s": mlflow_s,
         "plain_s": {n: p["seconds"] for n, p in plain.items()},
         "ray_job_s": {n: j.seconds for n, j in jobs.items()},
@@ -197,6 +243,7 @@ def main() -> int:
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--work", help="table cache (default outputs/bench/level{L}-{data})")
     ap.add_argument("--out", help="JSON (default bench/results/level_overhead_{data}.json)")
+    ap.add_argument("--recipe", help="a recipe file applied over --params (recipes/real.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="params override, e.g. resources.cpus_per_net=1.0")
     ap.add_argument("--tables-only", action="store_true", help="cut the tables and stop")
@@ -207,7 +254,8 @@ def main() -> int:
         print(f"{args.data}: no trainImageList.txt (give --data synth or a CUHK-format "
               "data set)", file=sys.stderr)
         return 2
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = dict(flatten(load_recipe(args.recipe))) if args.recipe else {}
+    overrides.update({k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)})
     cfg = load_config(args.params, overrides)
     name = "demo" if args.data == "synth" else Path(args.data).name
     work = Path(args.work or ROOT / f"outputs/bench/level{args.level}-{name}")
@@ -221,16 +269,19 @@ def main() -> int:
     os.environ.setdefault("RAY_worker_niceness", "0")
     with tempfile.TemporaryDirectory(prefix="fc-bench-") as tmp:
         result, init_s, cores, mlflow_s = ray_level(crops, cfg, args.level, Path(tmp))
+    parallel = plain_parallel(nets, crops, cfg, args.level, cores)
     after = plain_loop(nets, crops, cfg, args.level)
     plain = {net: min(before[net], after[net], key=lambda p: p["seconds"]) for net in nets}
-    fig = figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s)
+    fig = figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s, parallel)
     print(json.dumps({k: v for k, v in fig.items() if not isinstance(v, dict)}, indent=2))
     print(f"level {args.level} ({fig['data']}): wall {fig['level_wall_s']:.1f} s against "
           f"ideal {fig['ideal_wall_s']:.1f} s = plain loop {fig['plain_sum_s']:.1f} s / "
           f"{cores} cores: {fig['wall_over_ideal']:.2f} x (goal <= {WALL_GOAL}); sum of "
           f"jobs {fig['sum_of_job_s']:.1f} s; samples/s under Ray / plain: median "
           f"{fig['samples_per_s_ratio_median']:.2f}, min {fig['samples_per_s_ratio_min']:.2f} "
-          f"(goal >= {RATE_GOAL})")
+          f"(goal >= {RATE_GOAL}); the plain loop on {cores} processes at once: "
+          f"{fig['plain_parallel_wall_s']:.1f} s ({fig['plain_parallel_over_ideal']:.2f} x ideal, "
+          f"samples/s {fig['plain_parallel_samples_per_s_ratio_median']:.2f} x)")
     write_json_atomic(fig, out)
     return 0
 

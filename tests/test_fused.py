@@ -266,15 +266,19 @@ def test_a_saved_artifact_keeps_its_level_graphs_and_loading_uses_them(tmp_path)
     faces = generate(6, seed=5, size=96)
     images, boxes = [f.image for f in faces], np.stack([f.box for f in faces])
     save_cascade(Cascade.untrained(Config(), levels=3, seed=0), tmp_path / "c")
-    assert len(list((tmp_path / "c" / "graphs").glob("level*.onnx"))) == 3
+    # level 1: one graph (its nets run apart either way); levels 2 and 3: one face, batches
+    assert len(list((tmp_path / "c" / "graphs").glob("level*.onnx"))) == 5
     loaded = load_cascade(tmp_path / "c")
     got = loaded.predict(images, boxes)
-    assert loaded.graph_sources == {1: "saved", 2: "saved", 3: "saved"}
+    one = loaded.predict(images[:1], boxes[:1])
+    used = {(k, g) for k in (1, 2, 3) for g in (True, False)}
+    assert loaded.graph_sources == dict.fromkeys(used, "saved")
     fresh = FastCascade.from_cascade(load_cascade(tmp_path / "c", fast=False))
     want = fresh.predict(images, boxes)
-    assert fresh.graph_sources == {1: "exported", 2: "exported", 3: "exported"}
+    assert set(fresh.graph_sources.values()) == {"exported"}
     for k in (1, 2, 3):
         np.testing.assert_array_equal(got[k], want[k])
+        np.testing.assert_allclose(one[k], got[k][:1], atol=1e-3)
 
 
 def test_a_graph_saved_for_other_weights_is_not_used(tmp_path):
@@ -292,22 +296,23 @@ def test_a_graph_saved_for_other_weights_is_not_used(tmp_path):
         (tmp_path / "b" / GRAPH_DIR / f.name).write_bytes(f.read_bytes())
     b = load_cascade(tmp_path / "b")
     got = b.predict(images, boxes)[1]
-    assert b.graph_sources == {1: "exported"}
+    assert b.graph_sources == {(1, False): "exported"}
     np.testing.assert_allclose(got, b.reference().predict(images, boxes)[1], atol=1e-3)
 
 
 def test_the_graph_key_follows_weights_and_settings():
     from facecascade.fused import graph_key
 
-    def key(cfg, seed):
+    def key(cfg, seed, grouped=True):
         c = FastCascade.untrained(cfg, levels=2, seed=seed)
-        plan, nets = c._level(2)
+        plan, nets = c._level(2, grouped)
         return graph_key(plan, nets)
 
     base = key(Config(), 0)
     assert key(Config(), 0) == base
     assert key(Config(), 1) != base
     assert key(config_from_dict({"level2": {"model": {"keep": 0.1}}}), 0) != base
+    assert key(Config(), 0, grouped=False) != base
 
 
 @pytest.mark.realdata
@@ -359,3 +364,23 @@ def test_compiled_windows_are_the_reference_windows_bit_for_bit(level, patches):
     for j, name in enumerate(plan.order):
         np.testing.assert_array_equal(windows[:, j],
                                       net_windows(get_spec(name), want_patch, cfg, prev))
+
+
+def test_a_single_face_runs_the_grouped_graph_and_a_batch_the_separate_one():
+    fast = FastCascade.untrained(Config(), levels=3, seed=0)
+    for level, n_groups in ((1, 3), (2, 1), (3, 1)):
+        assert len(level_plan(fast.cfg, level, fast.nets).groups) == n_groups
+        apart = level_plan(fast.cfg, level, fast.nets, grouped=False)
+        assert [names for names, _ in apart.groups] == [(n,) for n in level_nets(level)]
+    faces = generate(40, seed=4, size=128)
+    images, boxes = [f.image for f in faces], np.stack([f.box for f in faces])
+    ref = fast.reference().predict(images, boxes)
+    fast.threads = 1
+    batch = fast.predict(images, boxes)
+    ones = [fast.predict(images[i:i + 1], boxes[i:i + 1]) for i in range(len(faces))]
+    single = _errors({k: np.concatenate([o[k] for o in ones]) for k in (1, 2, 3)}, batch, boxes)
+    for err in single.values():  # the same nets, their sums in another order
+        assert np.median(err) <= 1e-6 and (err <= TOL).mean() >= 0.9 and err.max() <= 1e-2
+    assert {(k, g) for k in (1, 2, 3) for g in (True, False)} <= set(fast.graph_sources)
+    errors = _errors(batch, ref, boxes)
+    assert all(np.median(e) <= 1e-6 for e in errors.values())

@@ -73,8 +73,14 @@ BACKENDS = ("onnxruntime", "torch")
 OPSET = 17
 #: fewest faces in a part of a batch run by its own thread
 MIN_PART = 32
+#: fewest nets of one layer plan run as one grouped module, for a single face. Measured
+#: with onnxruntime on one thread (aligned widths, us per face): the ten patch nets grouped
+#: 77 at batch 1, 80 at 256; as ten nets 96 and 31 (the grouped convolutions miss
+#: onnxruntime's blocked NCHWc kernels, which win from two faces on); EN1 and NM1 grouped
+#: 158 (level 1) against 147 apart. So one face runs the grouped graph, a batch the other.
+MIN_GROUP = 3
 #: layout version of the level graphs; part of :func:`graph_key`
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3
 #: folder of a cascade artifact holding its level graphs
 GRAPH_DIR = "graphs"
 
@@ -268,17 +274,23 @@ class LevelPlan:
         return out
 
 
-def level_plan(cfg: Config, level: int, nets: Mapping[str, nn.Module]) -> LevelPlan:
-    """The :class:`LevelPlan` of ``level``: nets grouped by input size and layer plan."""
+def level_plan(cfg: Config, level: int, nets: Mapping[str, nn.Module], *,
+               grouped: bool = True) -> LevelPlan:
+    """The :class:`LevelPlan` of ``level``: with ``grouped``, nets of the same input size
+    and layer plan are one group when there are at least :data:`MIN_GROUP` of them (the
+    ten patch nets), else every net is a group of its own. Either way the nets keep
+    their order of :func:`facecascade.nets.level_nets`, so the windows are the same."""
     names = level_nets(level)
     keys: dict[Any, list[str]] = {}
     for name in names:
         try:
-            sig = _signature(nets[name])
+            sig = _signature(nets[name]) if grouped else name
         except NotGroupable:
             sig = name  # a group of its own
         keys.setdefault((get_spec(name).input_size, sig), []).append(name)
-    groups = tuple((tuple(ns), key[0]) for key, ns in keys.items())
+    groups = tuple(group for (size, _), ns in keys.items()
+                   for group in ([(tuple(ns), size)] if len(ns) >= MIN_GROUP
+                                 else [((n,), size) for n in ns]))
     order = tuple(n for ns, _ in groups for n in ns)
     unit = np.array([[0.0, 0.0, 1.0, 1.0]])
     zeros = np.zeros((1, 5, 2))
@@ -439,8 +451,8 @@ class FastCascade(Cascade):
         self.backend = backend
         self.threads = threads
         self.graphs = None if graphs is None else Path(graphs)
-        self.graph_sources: dict[int, str] = {}
-        self._runners: dict[int, tuple[LevelPlan, Any]] = {}
+        self.graph_sources: dict[tuple[int, bool], str] = {}
+        self._runners: dict[tuple[int, bool], tuple[LevelPlan, Any]] = {}
 
     @classmethod
     def from_cascade(cls, cascade: Cascade, **kwargs: Any) -> FastCascade:
@@ -453,15 +465,19 @@ class FastCascade(Cascade):
         return Cascade(self.cfg, {n: net.state_dict() for n, net in self.nets.items()},
                        levels=self.levels, device=self.device)
 
-    def _level(self, level: int) -> tuple[LevelPlan, dict[str, nn.Module]]:
+    def _level(self, level: int, grouped: bool = True,
+               ) -> tuple[LevelPlan, dict[str, nn.Module]]:
         cpu = {n: copy.deepcopy(net).cpu().eval() for n, net in self.nets.items()
                if get_spec(n).level == level}
-        return level_plan(self.cfg, level, cpu), cpu
+        return level_plan(self.cfg, level, cpu, grouped=grouped), cpu
 
-    def runner(self, level: int) -> tuple[LevelPlan, Any]:
-        """The plan and the graph runner of ``level`` (built on first use)."""
-        if level not in self._runners:
-            plan, cpu = self._level(level)
+    def runner(self, level: int, *, grouped: bool = True) -> tuple[LevelPlan, Any]:
+        """The plan and the graph runner of ``level`` (built on first use): with ``grouped``
+        the graph that runs a single face, without it the one that runs batches
+        (:func:`level_plan`, :data:`MIN_GROUP`)."""
+        key = (level, grouped)
+        if key not in self._runners:
+            plan, cpu = self._level(level, grouped)
             graph = LevelGraph(plan, cpu).eval()
             if self.backend == "torch":
                 run = _TorchLevel(graph)
@@ -469,23 +485,26 @@ class FastCascade(Cascade):
                 saved = (self.graphs / graph_file(level, graph_key(plan, cpu))
                          if self.graphs is not None else None)
                 if saved is not None and saved.is_file():
-                    model, self.graph_sources[level] = saved.read_bytes(), "saved"
+                    model, self.graph_sources[key] = saved.read_bytes(), "saved"
                 else:
-                    model, self.graph_sources[level] = export_level(graph, plan), "exported"
+                    model, self.graph_sources[key] = export_level(graph, plan), "exported"
                 run = _OrtLevel(model, len(plan.groups))
-            self._runners[level] = (plan, run)
-        return self._runners[level]
+            self._runners[key] = (plan, run)
+        return self._runners[key]
 
     def write_graphs(self, folder: str | Path) -> list[Path]:
-        """Export every level's graph into ``folder`` under its :func:`graph_key`."""
+        """Export every level's graphs (for one face and for batches) into ``folder``,
+        each under its :func:`graph_key`."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         out = []
         for level in self.levels_available:
-            plan, cpu = self._level(level)
-            f = folder / graph_file(level, graph_key(plan, cpu))
-            f.write_bytes(export_level(LevelGraph(plan, cpu).eval(), plan))
-            out.append(f)
+            for grouped in (True, False):
+                plan, cpu = self._level(level, grouped)
+                f = folder / graph_file(level, graph_key(plan, cpu))
+                if not f.is_file():  # the two plans of a level may be the same
+                    f.write_bytes(export_level(LevelGraph(plan, cpu).eval(), plan))
+                    out.append(f)
         return out
 
     def predict_level(self, level: int, grays: Sequence[np.ndarray], image_index: np.ndarray,
@@ -496,8 +515,8 @@ class FastCascade(Cascade):
             raise ValueError(f"level == {level}, this cascade has levels 1..{self.levels}")
         if level > 1 and prev is None:
             raise ValueError(f"level {level} needs the previous level's points (prev)")
-        plan, run = self.runner(level)
         n = len(frames)
+        plan, run = self.runner(level, grouped=n == 1)
         prev = (np.zeros((n, 5, 2)) if level == 1 else
                 np.ascontiguousarray(prev, np.float64))
         points = level > 1 and self.cfg.frame.patches == "points"

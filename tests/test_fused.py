@@ -384,3 +384,11 @@ def test_a_single_face_runs_the_grouped_graph_and_a_batch_the_separate_one():
     assert {(k, g) for k in (1, 2, 3) for g in (True, False)} <= set(fast.graph_sources)
     errors = _errors(batch, ref, boxes)
     assert all(np.median(e) <= 1e-6 for e in errors.values())
+
+
+def test_a_single_face_too_small_for_level_3_keeps_level_2s_points():
+    face = generate(1, seed=2, size=128)[0]
+    fast = FastCascade.untrained(config_from_dict({"level3": {"crops": {"min_window_px": 1e6}}}),
+                                 levels=3, seed=0)
+    out = fast.predict([face.image], face.box[None])
+    np.testing.assert_array_equal(out[3], out[2])

@@ -531,6 +531,8 @@ class FastCascade(Cascade):
                 faces = np.flatnonzero(refine)
         image_index = np.asarray(image_index, np.int64)
         count = n if isinstance(faces, slice) else len(faces)
+        if count == 0:
+            return out
         workers = (self.threads or os.cpu_count() or 1) if self.backend == "onnxruntime" else 1
         workers = max(1, min(workers, count // MIN_PART))
         if workers == 1 and count <= batch_size:

@@ -806,6 +806,7 @@ def train_level(
     logger.info("level %d: %d net(s) in %d job(s): %s", level, len(sizes), len(jobs),
                 "; ".join(", ".join(j["loop_config"]["nets"]) for j in jobs))
     running = {remote.options(name=f"train-{job['name']}").remote(job): job for job in jobs}
+    results: dict[str, JobResult] = {}
     try:
         while running:
             done, _ = ray.wait(list(running), num_returns=1)
@@ -818,13 +819,19 @@ def train_level(
                                 for net in job["loop_config"]["nets"]})
                 logger.info("level %d: %s", level, ", ".join(
                     f"{net} {raw[net]['status']}" for net in job["loop_config"]["nets"]))
+                # checked and written while the other jobs still train
+                for net in job["loop_config"]["nets"]:
+                    results[net] = _job_result(net, raw[net], params[net], out_dir,
+                                               vals.get(net))
     finally:
         for ref in running:  # interrupted: stop the jobs still running (their actors follow)
             ray.cancel(ref, force=True)
+    for net in chosen:  # nets whose tables could not be read never had a job
+        if net not in results:
+            results[net] = _job_result(net, raw[net], params[net], out_dir, vals.get(net))
+    results = {net: results[net] for net in chosen}
     seconds = time.perf_counter() - t0
 
-    results = {net: _job_result(net, raw[net], params[net], out_dir, vals.get(net))
-               for net in chosen}
     level_result = LevelResult(level=level, jobs=results, seconds=seconds, start=wall0,
                                end=time.time(), concurrency=len(jobs))
     if level_result.failed:

@@ -147,25 +147,28 @@ class Dlib:
 
 def profile_single(fast: FastCascade, images: Sequence[np.ndarray], boxes: np.ndarray,
                    n: int) -> dict[str, float]:
-    """Where a single face's CPU time goes: level graphs, crop sampling, the rest of the glue."""
+    """Where a single face's CPU time goes: the level graphs, the compiled windows and
+    crops, and the rest of the glue (Python, validation, grey conversion)."""
     import facecascade.fused as fused
 
-    spent = {"graphs": 0.0, "crops": 0.0}
+    spent = {"graphs": 0.0, "crops": 0.0, "windows": 0.0}
 
     def timed(fn: Callable, key: str) -> Callable:
-        def run(*a: Any) -> Any:
+        def run(*a: Any, **kw: Any) -> Any:
             t0 = time.thread_time()
-            out = fn(*a)
+            out = fn(*a, **kw)
             spent[key] += time.thread_time() - t0
             return out
         return run
 
-    runners = dict(fast._runners)
-    sampler = fused.sample_groups
     for k in fast.levels_available:
-        plan, run = fast.runner(k)
-        fast._runners[k] = (plan, timed(run, "graphs"))
-    fused.sample_groups = timed(sampler, "crops")
+        fast.runner(k, grouped=True)
+    runners = dict(fast._runners)
+    originals = {"crop_groups": fused.crop_groups, "level_windows": fused.level_windows}
+    for key, (plan, run) in runners.items():
+        fast._runners[key] = (plan, timed(run, "graphs"))
+    fused.crop_groups = timed(originals["crop_groups"], "crops")
+    fused.level_windows = timed(originals["level_windows"], "windows")
     try:
         t0 = time.thread_time()
         for i in range(n):
@@ -173,7 +176,8 @@ def profile_single(fast: FastCascade, images: Sequence[np.ndarray], boxes: np.nd
                          boxes[i % len(images):i % len(images) + 1])
         total = time.thread_time() - t0
     finally:
-        fused.sample_groups = sampler
+        for name, fn in originals.items():
+            setattr(fused, name, fn)
         fast._runners.update(runners)
     out = {k: round(v / n * 1e3, 4) for k, v in spent.items()}
     out["other_glue"] = round((total - sum(spent.values())) / n * 1e3, 4)

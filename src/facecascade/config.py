@@ -276,9 +276,11 @@ class ResourcesConfig:
     torch_threads: int = 1
     storage_path: str = "ray_results"
     checkpoint_seconds: float = 20.0
+    poll_seconds: float = 0.2
 
     def validate(self, key: str) -> None:
         _check(bool(self.storage_path), f"{key}.storage_path", self.storage_path, "non-empty")
+        _check(self.poll_seconds > 0, f"{key}.poll_seconds", self.poll_seconds, "> 0")
         _check(self.checkpoint_seconds >= 0, f"{key}.checkpoint_seconds",
                self.checkpoint_seconds, ">= 0")
         _check(self.cpus_per_net > 0, f"{key}.cpus_per_net", self.cpus_per_net, "> 0")

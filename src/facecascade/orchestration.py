@@ -66,6 +66,8 @@ logger = logging.getLogger(__name__)
 
 #: set to a false value, selects Ray Train's deprecated V1 API, which this module refuses
 TRAIN_V2_ENV = "RAY_TRAIN_V2_ENABLED"
+#: how often a Ray Train V2 controller polls its workers (``resources.poll_seconds``)
+TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -805,7 +807,11 @@ def train_level(
     remote = ray.remote(num_cpus=0, max_retries=0)(_run_job)
     logger.info("level %d: %d net(s) in %d job(s): %s", level, len(sizes), len(jobs),
                 "; ".join(", ".join(j["loop_config"]["nets"]) for j in jobs))
-    running = {remote.options(name=f"train-{job['name']}").remote(job): job for job in jobs}
+    # the controllers poll their workers every poll_seconds (Ray Train reads it from the
+    # environment of the process that builds the trainer, and passes it on)
+    env = {"env_vars": {TRAIN_POLL_ENV: str(cfg.resources.poll_seconds)}}
+    running = {remote.options(name=f"train-{job['name']}", runtime_env=env).remote(job): job
+               for job in jobs}
     results: dict[str, JobResult] = {}
     try:
         while running:

@@ -121,3 +121,13 @@ def test_a_partial_section_keeps_its_own_defaults():
 def test_unknown_widths_are_rejected_with_the_dotted_key():
     with pytest.raises(ConfigError, match=r"level2\.model\.widths == 'wide'"):
         config_from_dict({"level2": {"model": {"widths": "wide"}}})
+
+
+def test_a_level_can_have_its_own_cpus_per_net():
+    cfg = config_from_dict({"resources": {"cpus_per_net": 1.0, "seed": 3},
+                            "level1": {"resources": {"cpus_per_net": 0.5}}})
+    assert cfg.level_resources(1).cpus_per_net == 0.5
+    assert cfg.level_resources(1).seed == 3  # the rest is resources'
+    assert cfg.level_resources(2) == cfg.resources
+    with pytest.raises(ConfigError, match=r"level3\.resources\.cpus_per_net == -1"):
+        config_from_dict({"level3": {"resources": {"cpus_per_net": -1}}})

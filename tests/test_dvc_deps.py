@@ -189,10 +189,11 @@ def _config_chain(node: ast.AST, aliases: dict[str, str]) -> str | None:
             n = n.value
             continue
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and \
-                n.func.attr == "level":
+                n.func.attr in ("level", "level_resources"):
             inner = _config_chain(n.func.value, aliases)
             if inner is None:
                 return None
+            # level_resources(k) reads resources and level k's resources (counted below)
             base, parts = _join(inner, "level{key}"), parts
             break
         return None
@@ -269,6 +270,9 @@ def params_read(entry: str) -> set[str]:
                 if callee in defined or any(callee in module(m).defs for m in IDENTITY_MODULES):
                     continue  # handed to the package (read there), or only names a run
             reads.add(read)  # a value, a section used whole, or the config used whole
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and \
+                    n.func.attr == "level_resources":
+                reads.add("resources")
     return {r for r in reads if r.split(".")[0] not in IDENTITY_SECTIONS}
 
 

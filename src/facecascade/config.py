@@ -215,10 +215,22 @@ class Level1ModelConfig:
 
 
 @dataclass(frozen=True)
+class LevelResourcesConfig:
+    """A level's own share of ``resources`` (0: the ``resources`` value)."""
+
+    cpus_per_net: float = 0.0
+
+    def validate(self, key: str) -> None:
+        _check(self.cpus_per_net >= 0, f"{key}.cpus_per_net", self.cpus_per_net,
+               ">= 0 (0: resources.cpus_per_net)")
+
+
+@dataclass(frozen=True)
 class Level1Config:
     crops: Level1CropsConfig = field(default_factory=Level1CropsConfig)
     model: Level1ModelConfig = field(default_factory=Level1ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    resources: LevelResourcesConfig = field(default_factory=LevelResourcesConfig)
 
 
 @dataclass(frozen=True)
@@ -251,6 +263,7 @@ class PatchLevelConfig:
     crops: PatchCropsConfig = field(default_factory=PatchCropsConfig)
     model: PatchModelConfig = field(default_factory=PatchModelConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=128))
+    resources: LevelResourcesConfig = field(default_factory=LevelResourcesConfig)
 
 
 @dataclass(frozen=True)
@@ -409,6 +422,12 @@ class Config:
         if k not in (1, 2, 3):
             raise ValueError(f"level == {k!r}, must be 1, 2 or 3")
         return (self.level1, self.level2, self.level3)[k - 1]
+
+    def level_resources(self, k: int) -> ResourcesConfig:
+        """``resources`` with level ``k``'s own ``cpus_per_net`` where it sets one."""
+        cpus = self.level(k).resources.cpus_per_net
+        return dataclasses.replace(self.resources, cpus_per_net=cpus) if cpus > 0 \
+            else self.resources
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists for tuples), as in params.yaml."""

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facecascade.config import Config
+from facecascade.config import Config, ResourcesConfig
 from facecascade.nets import level_nets, net_options
 from facecascade.train import VAL_BATCH
 
@@ -532,11 +532,10 @@ def _absolute(path: str | Path) -> str:
     return text.rstrip("/") if _is_uri(text) else str(Path(text).resolve())
 
 
-def _concurrency(cfg: Config, n_jobs: int) -> int:
+def _concurrency(res: ResourcesConfig, n_jobs: int) -> int:
     """Jobs to run at once: ``max_concurrent`` if set, else what the cluster fits."""
     import ray
 
-    res = cfg.resources
     if res.max_concurrent > 0:
         return min(res.max_concurrent, n_jobs)
     total = ray.cluster_resources()
@@ -698,7 +697,7 @@ def train_level(
         Receives ``{net}.pt`` (best state dict, ``torch.load(weights_only=True)``)
         and ``{net}.history.json`` (the :class:`JobResult` as JSON) per network.
     cfg : Config
-        ``cfg.level(level).train`` for the loop, ``cfg.resources`` for the jobs,
+        ``cfg.level(level).train`` for the loop, ``cfg.level_resources(level)`` for the jobs,
         ``cfg.level1.model.local_share`` for level 1, ``model.widths``.
     run_name : str
         Prefix of the Ray Train run names (``f"{run_name}-{net}-..."``); keep it free
@@ -755,8 +754,9 @@ def train_level(
     tcfg = section.train
     arch = net_options(level_nets(level)[0], cfg)  # the same for every net of a level
     local_share, widths = arch["local_share"], arch["widths"]
-    resources = dataclasses.asdict(cfg.resources)
-    limit = _concurrency(cfg, len(chosen))
+    level_res = cfg.level_resources(level)
+    resources = dataclasses.asdict(level_res)
+    limit = _concurrency(level_res, len(chosen))
     if in_memory_max_bytes is None:
         store = ray.cluster_resources().get("object_store_memory", 0.0)
         in_memory_max_bytes = OBJECT_STORE_SHARE * store / limit

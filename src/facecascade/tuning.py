@@ -296,7 +296,7 @@ def tune_net(cfg: Config, crop_dir: str | Path, *, storage_path: str | Path,
     tables["train"] = {k: v[keep] for k, v in tables["train"].items()}
     if not ray.is_initialized():
         raise RuntimeError("Ray is not connected: call orchestration.connect() first")
-    res = cfg.resources
+    res = cfg.level_resources(level)
     setup = {"net": net, "train": dataclasses.asdict(cfg.level(level).train),
              "max_epochs": scfg.max_epochs, "seed": res.seed, "threads": res.torch_threads,
              **net_options(net, cfg)}

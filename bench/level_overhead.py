@@ -63,7 +63,7 @@ from facecascade.io import write_json_atomic
 from facecascade.nets import level_nets, net_options
 from facecascade.recipe import flatten, load_recipe
 from facecascade.synth import write_synthetic_dataset
-from facecascade.train import ArrayBatches, fit_one
+from facecascade.train import VAL_BATCH, ArrayBatches, fit_one
 
 ROOT = Path(__file__).resolve().parents[1]
 #: goals of the level's wall time (x sum of plain loop / cores) and of samples/s (x plain)
@@ -119,7 +119,7 @@ def plain_loop(nets: list[str], crops: Path, cfg: Config, level: int, *,
         t = time.perf_counter()
         fit = fit_one(net, ArrayBatches(tr, tcfg.batch_size, shuffle=True,
                                         seed=cfg.resources.seed),
-                      ArrayBatches(va, orchestration.VAL_BATCH, shuffle=False, seed=0), tcfg,
+                      ArrayBatches(va, VAL_BATCH, shuffle=False, seed=0), tcfg,
                       seed=cfg.resources.seed, log_every=0,
                       threads=cfg.resources.torch_threads, **net_options(net, cfg))
         out[net] = {"seconds": time.perf_counter() - t, "rows": len(tr["pixels"]),

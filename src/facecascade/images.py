@@ -90,6 +90,9 @@ class ImageError(ValueError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self) -> tuple:  # pickled whole (from a decoding process)
+        return (type(self), (self.path, self.reason))
+
 
 @dataclass(frozen=True)
 class ImageHeader:

@@ -26,6 +26,11 @@ tasks request no logical CPU (the trainers' workers may hold every CPU, and read
 tasks that wait for one would deadlock the level), which Ray Data's V1 Parquet
 source honours and its V2 source does not.
 
+Start-up. A job's trainer, its controller and its worker are three processes, started
+together with the other jobs' on the same CPUs; this module imports neither torch nor the
+networks at its top, so that the processes that only launch and control a job (and load
+this module to find the worker's function) do not import them.
+
 Fault tolerance. ``FailureConfig(max_failures=resources.max_failures)``: a worker that
 dies is restarted and resumes from its last reported checkpoint: the exact ``fit_one``
 state of the net in training, the best weights of the nets already trained, and a
@@ -59,8 +64,6 @@ from pathlib import Path
 from typing import Any
 
 from facecascade.config import Config, ResourcesConfig
-from facecascade.nets import level_nets, net_options
-from facecascade.train import VAL_BATCH
 
 logger = logging.getLogger(__name__)
 
@@ -308,7 +311,7 @@ def _batch_sources(config: Mapping[str, Any], net: str, batch_size: int) -> tupl
     """(train, val) batch sources of ``net``: its tables in the object store, or streamed."""
     import ray
 
-    from facecascade.train import ArrayBatches
+    from facecascade.train import VAL_BATCH, ArrayBatches
 
     data = config["data"][net]
     if data["mode"] == "stream":
@@ -418,15 +421,27 @@ def _train_worker(config: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- launcher task
 
 
-def _read_checkpoint(d: Path) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
-    """(every net's meta, the net in training or None, finished nets' best weights)."""
+def _read_checkpoint(d: Path, *, load: bool = True,
+                     ) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
+    """(every net's meta, the net in training or None, finished nets' best weights: state
+    dicts, or with ``load=False`` their files' bytes, for a process without torch)."""
+    saved = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+    done = [net for net, meta in saved["nets"].items() if meta["status"] == "ok"]
+    weights = {net: (d / f"{net}{WEIGHTS_SUFFIX}").read_bytes() for net in done}
+    if load:
+        weights = {net: _load_state(data) for net, data in weights.items()}
+    return saved["nets"], saved["net"], weights
+
+
+def _load_state(data: bytes | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A state dict from the bytes of its ``torch.save`` file (or the state dict itself)."""
+    if not isinstance(data, bytes):
+        return data
+    import io
+
     import torch
 
-    saved = json.loads((d / META_FILE).read_text(encoding="utf-8"))
-    weights = {net: torch.load(d / f"{net}{WEIGHTS_SUFFIX}", weights_only=True,
-                               map_location="cpu")
-               for net, meta in saved["nets"].items() if meta["status"] == "ok"}
-    return saved["nets"], saved["net"], weights
+    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
 
 
 def _latest_checkpoint(run_path: str) -> Path | None:
@@ -451,6 +466,8 @@ def _error_text(exc: BaseException) -> str:
 
 def _parquet_datasets(job: Mapping[str, Any]) -> dict[str, Any]:
     """The streamed tables of a job's nets as Ray Datasets (module docstring)."""
+    if all(data["mode"] != "stream" for data in job["loop_config"]["data"].values()):
+        return {}  # nothing streams: Ray Data is not even imported
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
@@ -472,7 +489,7 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     Returns ``{net: {"status", "meta", "weights", "error"}}`` for every net of the job.
     """
     import ray.train
-    from ray.train.torch import TorchTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     run_path = f"{job['storage_path'].rstrip('/')}/{job['name']}"
     res = job["resources"]
@@ -488,7 +505,10 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
 
             trainer_kw = {"datasets": datasets, "dataset_config": ray.train.DataConfig(
                 execution_options=ExecutionOptions(preserve_order=True))}
-        trainer = TorchTrainer(
+        # TorchTrainer is this trainer with a torch.distributed process group set up on the
+        # workers, and torch imported in the controller: one-worker jobs that do not share
+        # gradients need neither, and they cost a job about 6 s to start (bench/ray_overhead.py)
+        trainer = DataParallelTrainer(
             _train_worker, train_loop_config=job["loop_config"],
             scaling_config=ray.train.ScalingConfig(
                 num_workers=1, use_gpu=res["gpus_per_net"] > 0,
@@ -502,11 +522,12 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
         if result.checkpoint is None:
             raise RuntimeError("training ended without a checkpoint")
         with result.checkpoint.as_directory() as d:
-            metas, _, weights = _read_checkpoint(Path(d))
+            metas, _, weights = _read_checkpoint(Path(d), load=False)
     except Exception as exc:  # noqa: BLE001 - the nets it did not finish fail with it
         error = _error_text(exc)
         latest = _latest_checkpoint(run_path)
-        metas, _, weights = _read_checkpoint(latest) if latest else ({}, None, {})
+        metas, _, weights = (_read_checkpoint(latest, load=False) if latest
+                             else ({}, None, {}))
     out = {}
     for net in job["loop_config"]["nets"]:
         meta = metas.get(net) or {}
@@ -613,7 +634,7 @@ def _check_returned_weights(net: str, weights: Mapping[str, Any], meta: Mapping[
 
     from facecascade.crops import read_crop_table
     from facecascade.nets import create_net
-    from facecascade.train import ArrayBatches, evaluate_nme
+    from facecascade.train import VAL_BATCH, ArrayBatches, evaluate_nme
 
     if meta.get("net") not in (None, net):
         return f"returned result belongs to {meta.get('net')!r}, not {net!r}"
@@ -642,6 +663,7 @@ def _job_result(net: str, raw: Mapping[str, Any], params: dict[str, Any],
     meta = raw.get("meta") or {}
     ok = raw.get("status") == "ok"
     if ok:
+        raw = {**raw, "weights": _load_state(raw["weights"])}
         problem = _check_returned_weights(net, raw["weights"], meta, params, val)
         if problem:
             ok, raw = False, {**raw, "status": "failed", "error": problem}
@@ -734,6 +756,8 @@ def train_level(
         If ``RAY_TRAIN_V2_ENABLED`` selects Ray Train's V1 API.
     """
     import ray
+
+    from facecascade.nets import level_nets, net_options
 
     all_nets = level_nets(level)
     chosen = list(all_nets if nets is None else nets)

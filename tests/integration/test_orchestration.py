@@ -23,6 +23,7 @@ import torch
 
 from facecascade import orchestration as orch
 from facecascade.config import Config, config_from_dict
+from facecascade.nets import level_nets
 
 pytestmark = pytest.mark.integration
 
@@ -79,16 +80,16 @@ def ray_session():
 
 
 def test_level_nets() -> None:
-    assert orch.level_nets(1) == ["F1", "EN1", "NM1"]
-    two = orch.level_nets(2)
+    assert level_nets(1) == ["F1", "EN1", "NM1"]
+    two = level_nets(2)
     assert len(two) == 10 and two[0] == "LE21" and two[-1] == "RM22"
-    assert orch.level_nets(3) == [n.replace("2", "3", 1) for n in two]
+    assert level_nets(3) == [n.replace("2", "3", 1) for n in two]
     with pytest.raises(ValueError):
-        orch.level_nets(4)
+        level_nets(4)
 
 
 def test_train_level_all_nets(ray_session: None, tmp_path: Path) -> None:
-    nets = orch.level_nets(2)
+    nets = level_nets(2)
     write_tables(tmp_path / "crops", nets)
     t0 = time.perf_counter()
     result = orch.train_level(2, crop_dir=tmp_path / "crops", out_dir=tmp_path / "models",

@@ -70,17 +70,6 @@ def test_decoding_ahead_stops_at_the_pixel_budget(tmp_path, monkeypatch):
         assert len(calls) == 10
 
 
-def test_decoding_processes_keep_the_order_the_errors_and_the_repeats(tmp_path):
-    a, b = _write(tmp_path / "a.png", 10), _write(tmp_path / "b.png", 200)
-    (tmp_path / "bad.jpg").write_bytes(b"not an image")
-    files = [a, b, a, tmp_path / "bad.jpg", b, tmp_path / "none.png"]
-    out = list(decode_ahead(files, max_pixels=10**6, workers=2, ahead=3, processes=True))
-    assert [o[0, 0] for o in (out[0], out[1], out[2], out[4])] == [10, 200, 10, 200]
-    assert out[2] is out[0]  # a repeated file is decoded once
-    assert isinstance(out[3], ImageError) and out[3].reason.startswith("image unreadable")
-    assert isinstance(out[5], ImageError) and out[5].path == str(tmp_path / "none.png")
-
-
 def test_an_image_error_survives_pickling():
     import pickle
 

@@ -19,11 +19,9 @@ Examples
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from functools import partial
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +69,8 @@ class _Ahead:
 
 
 def decode_ahead(files: Sequence[str | Path], *, max_pixels: int, ahead: int = 32,
-                 ahead_pixels: int | None = None, workers: int = 1,
-                 processes: bool = False) -> Iterator[np.ndarray | ImageError]:
+                 ahead_pixels: int | None = None,
+                 workers: int = 1) -> Iterator[np.ndarray | ImageError]:
     """The grey image (or the :class:`ImageError`) of each entry of ``files``, in order.
 
     Parameters
@@ -91,10 +89,7 @@ def decode_ahead(files: Sequence[str | Path], *, max_pixels: int, ahead: int = 3
         ``max_pixels``): memory stays bounded when ``ahead`` is large, as it is to keep
         decoding while the consumer runs a whole batch.
     workers : int
-        Decoding threads or processes (0: decode in the calling thread, nothing ahead).
-    processes : bool
-        Decode in worker processes instead of threads: header parsing (Pillow) holds
-        the GIL, so decoding threads slow down a consumer that runs Python too.
+        Decoding threads (0: decode in the calling thread, nothing ahead).
     """
     files = [Path(f) for f in files]
     last_use = {f: i for i, f in enumerate(files)}
@@ -111,9 +106,7 @@ def decode_ahead(files: Sequence[str | Path], *, max_pixels: int, ahead: int = 3
     first_use = {f: i for i, f in reversed(list(enumerate(files)))}
     state = _Ahead(ahead, max_pixels if ahead_pixels is None else ahead_pixels, workers)
     futures: dict[Path, Future] = {}
-    pool_type = (partial(ProcessPoolExecutor, mp_context=multiprocessing.get_context("spawn"))
-                 if processes else partial(ThreadPoolExecutor, thread_name_prefix="decode"))
-    with pool_type(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
 
         def feed() -> None:  # submits in list order, as far ahead as the state allows
             for f in distinct:

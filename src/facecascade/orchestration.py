@@ -4,13 +4,17 @@
 gives it its batch sources and an ``on_epoch`` callback that writes the checkpoint
 dict and reports it (at most every ``resources.checkpoint_seconds``).
 
-Jobs. A level runs as few Ray Train (V2) ``TorchTrainer`` jobs as the cluster fits at
+Jobs. A level runs as few Ray Train (V2) jobs as the cluster fits at
 once: ``resources.max_concurrent``, or 0 for ``floor(cluster CPUs / cpus_per_net)``
-(likewise for GPUs). Each job has one worker (the nets are tiny, data parallelism
+(likewise for GPUs; ``Config.level_resources``: a level may set its own
+``cpus_per_net``). Each job has one worker (the nets are tiny, data parallelism
 would gain nothing) sized by ``cpus_per_net`` / ``gpus_per_net``, and trains its share
 of the level's nets one after another (:func:`deal`: about equal table bytes per
 job). A trainer's fixed cost (a controller and worker processes with their imports)
-is then paid once per job rather than once per net, and never per epoch; with
+is then paid once per job rather than once per net, and never per epoch. The trainer
+is a one-worker ``DataParallelTrainer``: ``TorchTrainer`` is the same with a
+``torch.distributed`` process group set up, which nets that share no gradients never
+use. Its controller polls the worker every ``resources.poll_seconds``; with
 ``max_concurrent`` at least the number of nets, every net has a job of its own. Each
 job's ``trainer.fit()`` runs in a zero-CPU Ray task, cancelled with its trainer if the
 driver is interrupted. Each net keeps its own outcome: a net whose training raises

@@ -84,7 +84,7 @@ bench-ray-overhead: $(VENV)/.bench
 
 bench-level-overhead: $(VENV)/.bench
 	$(BIN)/python bench/level_overhead.py --data synth
-	@if [ -n "$(DATA)" ]; then $(BIN)/python bench/level_overhead.py --data $(DATA); \
+	@if [ -n "$(DATA)" ]; then $(BIN)/python bench/level_overhead.py --data $(DATA) --recipe $(RECIPE); \
 	else echo "bench-level-overhead: no DATA, demo tables only"; fi
 
 bench-tune-ranking: bench-data $(VENV)/.bench

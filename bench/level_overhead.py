@@ -139,8 +139,9 @@ def _plain_share(args: tuple) -> tuple[list[str], float, float, dict]:
 
 def plain_parallel(nets: list[str], crops: Path, cfg: Config, level: int,
                    cores: int) -> dict:
-    """The plain loop on ``cores`` processes at once, nets dealt as the Ray level deals
-    them to its jobs: the wall time the cores allow without Ray."""
+    """The plain loop on ``cores`` processes at once, the nets dealt to them by
+    ``orchestration.deal`` (as a level of 1-CPU jobs deals them): the wall time the cores
+    allow without Ray."""
     import multiprocessing as mp
 
     sizes = {n: orchestration.table_bytes(crops / f"{n}.train.parquet") for n in nets}
@@ -200,7 +201,8 @@ def figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s, parallel) 
         "level": args.level, "nets": len(jobs),
         "rows_per_net_train": int(statistics.median(p["rows"] for p in plain.values())),
         "epochs": cfg.level(args.level).train.epochs, "cores": cores,
-        "cpus_per_net": cfg.resources.cpus_per_net, "concurrency": result.concurrency,
+        "cpus_per_net": cfg.level_resources(args.level).cpus_per_net,
+        "concurrency": result.concurrency,
         "data_path": sorted({j.params["data"] for j in jobs.values()}),
         "ray_init_s": init_s,
         "level_wall_s": result.seconds,

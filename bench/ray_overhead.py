@@ -205,9 +205,10 @@ def _level_child(args: argparse.Namespace) -> dict[str, Any]:
 
     from facecascade import orchestration as orch
     from facecascade.config import config_from_dict
+    from facecascade.nets import level_nets
 
     tmp = Path(tempfile.mkdtemp(prefix="raylevel-"))
-    nets = orch.level_nets(2)[:args.n]
+    nets = level_nets(2)[:args.n]
     for i, net in enumerate(nets):
         pq.write_table(_blob_table(1024, 2 * i), tmp / f"{net}.train.parquet", row_group_size=256)
         pq.write_table(_blob_table(256, 2 * i + 1), tmp / f"{net}.val.parquet")

@@ -131,3 +131,8 @@ def test_a_level_can_have_its_own_cpus_per_net():
     assert cfg.level_resources(2) == cfg.resources
     with pytest.raises(ConfigError, match=r"level3\.resources\.cpus_per_net == -1"):
         config_from_dict({"level3": {"resources": {"cpus_per_net": -1}}})
+
+
+def test_the_poll_interval_must_be_positive():
+    with pytest.raises(ConfigError, match=r"resources\.poll_seconds == 0"):
+        config_from_dict({"resources": {"poll_seconds": 0}})

@@ -76,3 +76,22 @@ def test_an_image_error_survives_pickling():
     err = pickle.loads(pickle.dumps(ImageError("x/y.jpg", "image unreadable: truncated JPEG")))
     assert (err.path, err.reason, str(err)) == \
         ("x/y.jpg", "image unreadable: truncated JPEG", "x/y.jpg: image unreadable: truncated JPEG")
+
+
+def test_predict_requests_decodes_ahead_of_inference(tmp_path, monkeypatch):
+    """While the first image is used, the decoding thread has already read the next ones."""
+    import time
+
+    import facecascade.decoding as dec
+    from facecascade.inference import FaceRequest, _decoded
+
+    files = [_write(tmp_path / f"{i}.png", i) for i in range(6)]
+    calls = []
+    real = dec._decode
+    monkeypatch.setattr(dec, "_decode", lambda p, m: calls.append(p) or real(p, m))
+    reqs = [FaceRequest(f.name, f, np.array([[0.0, 0, 5, 5]]), [i]) for i, f in enumerate(files)]
+    it = _decoded(reqs, 10**6, 4)
+    assert next(it)[0, 0] == 0
+    time.sleep(0.3)
+    assert len(calls) >= 4  # ahead: more than the one image asked for
+    assert [im[0, 0] for im in it] == [1, 2, 3, 4, 5]

@@ -392,3 +392,40 @@ def test_a_single_face_too_small_for_level_3_keeps_level_2s_points():
                                  levels=3, seed=0)
     out = fast.predict([face.image], face.box[None])
     np.testing.assert_array_equal(out[3], out[2])
+
+
+def test_no_faces_and_a_partly_gated_batch_in_threads():
+    faces = generate(80, seed=8, size=128)
+    images, boxes = [f.image for f in faces], np.stack([f.box for f in faces])
+    side = np.sqrt(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1))
+    cut_px = float(np.quantile(2 * 0.08 * side, 0.3))  # level 3 keeps a third of the faces
+    cfg = config_from_dict({"level3": {"crops": {"min_window_px": cut_px}}})
+    fast = FastCascade.untrained(cfg, levels=3, seed=0)
+    empty = fast.predict([], np.zeros((0, 4)))
+    assert all(v.shape == (0, 5, 2) for v in empty.values())
+    fast.threads = 2
+    got = fast.predict(images, boxes)
+    kept = np.all(got[3] == got[2], axis=(1, 2))
+    assert 0.1 < kept.mean() < 0.6
+    fast.threads = 1
+    one_thread = fast.predict(images, boxes)
+    for k in (1, 2, 3):
+        np.testing.assert_array_equal(got[k], one_thread[k])
+    with pytest.raises(ValueError, match=r"prev \(3, 5, 2\)"):
+        fast.predict_level(2, [f.image[..., 0] for f in faces], np.arange(80),
+                           face_frame(boxes, 1.0), np.zeros((3, 5, 2)))
+
+
+def test_a_damaged_saved_graph_is_exported_again(tmp_path):
+    from facecascade.cascade import load_cascade, save_cascade
+
+    faces = generate(4, seed=6, size=96)
+    images, boxes = [f.image for f in faces], np.stack([f.box for f in faces])
+    save_cascade(Cascade.untrained(Config(), levels=1, seed=0), tmp_path / "c")
+    for f in (tmp_path / "c" / "graphs").glob("level1-*.onnx"):
+        f.write_bytes(f.read_bytes()[:100])  # truncated
+    c = load_cascade(tmp_path / "c")
+    with pytest.warns(UserWarning, match="not a usable graph"):
+        got = c.predict(images, boxes)[1]
+    assert c.graph_sources[(1, False)] == "exported"
+    np.testing.assert_allclose(got, c.reference().predict(images, boxes)[1], atol=1e-3)

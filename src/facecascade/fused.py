@@ -12,20 +12,22 @@ runs a level in three steps for a whole batch of faces:
    (:func:`facecascade.sampling.crop_groups`: the reference ``warpAffine`` crops to
    the bit, then :func:`facecascade.crops.standardise`);
 3. **one graph** per level (:class:`LevelGraph`): standardised crops and windows
-   in, fused points out. Nets of a level with the same input size and layer plan
-   become one stack of grouped convolutions (:class:`GroupedNets`: the 10 patch
-   nets of level 2 or 3 are one module; EN1 and NM1 are one, F1 another, as
-   their input sizes differ); the nets' relative outputs back to image pixels and
+   in, fused points out: the nets, the nets' relative outputs back to image pixels and
    the fusion (eq. 4 weighted average at level 1, pair averages at levels 2 and 3,
    and the share ``model.keep`` of the previous estimate, which is every patch
-   window's centre) are inside the graph.
+   window's centre). Each level has two such graphs (:func:`level_plan`): for a
+   single face, the ten patch nets run as one stack of grouped convolutions
+   (:class:`GroupedNets`); for a batch, every net runs as its own convolution stack,
+   which onnxruntime's blocked (NCHWc) kernels run much faster than grouped
+   convolutions once there are two faces or more (:data:`MIN_GROUP`). Level 1's three
+   nets run apart in both.
 
 Steps 1 and 2 are numba-compiled (``cache=True``: compiled once per machine, then
 loaded) so that a single face costs little more than its graphs: for one face the
 numpy glue of the same arithmetic took longer than the networks.
 
-The graph runs on onnxruntime (exported with ``torch.onnx.export``, one session
-per level, default) or as the fused torch module (``backend="torch"``);
+The graphs run on onnxruntime (exported with ``torch.onnx.export``, one session
+per graph, default) or as the fused torch modules (``backend="torch"``);
 ``bench/inference_speed.py`` measures both. Exporting a level costs about a second
 (the first trace), so a cascade artifact keeps its level graphs
 (``graphs/level{L}-{key}.onnx``, :meth:`FastCascade.write_graphs`, called by
@@ -64,6 +66,7 @@ from torch import nn
 from .cascade import Cascade
 from .config import Config
 from .crops import MIN_STD, net_windows, refined_faces
+from .io import atomic_path
 from .nets import get_spec, level_nets
 from .sampling import CropLayout, crop_groups
 
@@ -264,15 +267,6 @@ class LevelPlan:
         return (np.full(m, -1, np.int64) if self.anchor_points is None
                 else np.ascontiguousarray(self.anchor_points, np.int64))
 
-    @property
-    def slices(self) -> list[slice]:
-        """Position of each group in :attr:`order`."""
-        out, start = [], 0
-        for names, _ in self.groups:
-            out.append(slice(start, start + len(names)))
-            start += len(names)
-        return out
-
 
 def level_plan(cfg: Config, level: int, nets: Mapping[str, nn.Module], *,
                grouped: bool = True) -> LevelPlan:
@@ -426,7 +420,7 @@ class FastCascade(Cascade):
     backend : {"onnxruntime", "torch"}
         Where the level graphs run.
     threads : int, optional
-        Parts of a batch run at once, in Python threads (numpy, OpenCV and
+        Parts of a batch run at once, in Python threads (the compiled passes and
         onnxruntime release the GIL), each part on one onnxruntime thread; default
         ``os.cpu_count()``. A part has at least :data:`MIN_PART` faces, so a single
         face runs on one thread. The torch backend runs whole batches with torch's
@@ -437,8 +431,8 @@ class FastCascade(Cascade):
         whose graph is there under its :func:`graph_key` is not exported again.
 
     The graphs are built on first use of a level; :attr:`graph_sources` says
-    where each came from (``"exported"`` or ``"saved"``); :meth:`reference` gives
-    the plain :class:`Cascade` of the same weights.
+    where each came from (``"exported"`` or ``"saved"``), keyed by ``(level,
+    grouped)``; :meth:`reference` gives the plain :class:`Cascade` of the same weights.
     """
 
     def __init__(self, cfg: Config, weights: Mapping[str, Mapping[str, torch.Tensor]], *,
@@ -453,6 +447,7 @@ class FastCascade(Cascade):
         self.graphs = None if graphs is None else Path(graphs)
         self.graph_sources: dict[tuple[int, bool], str] = {}
         self._runners: dict[tuple[int, bool], tuple[LevelPlan, Any]] = {}
+        self._window_plans: dict[int, LevelPlan] = {}
 
     @classmethod
     def from_cascade(cls, cascade: Cascade, **kwargs: Any) -> FastCascade:
@@ -471,6 +466,13 @@ class FastCascade(Cascade):
                if get_spec(n).level == level}
         return level_plan(self.cfg, level, cpu, grouped=grouped), cpu
 
+    def _window_plan(self, level: int) -> LevelPlan:
+        """The plan whose windows a level's graphs read (both share its net order)."""
+        if level not in self._window_plans:
+            nets = {n: net for n, net in self.nets.items() if get_spec(n).level == level}
+            self._window_plans[level] = level_plan(self.cfg, level, nets, grouped=False)
+        return self._window_plans[level]
+
     def runner(self, level: int, *, grouped: bool = True) -> tuple[LevelPlan, Any]:
         """The plan and the graph runner of ``level`` (built on first use): with ``grouped``
         the graph that runs a single face, without it the one that runs batches
@@ -478,17 +480,27 @@ class FastCascade(Cascade):
         key = (level, grouped)
         if key not in self._runners:
             plan, cpu = self._level(level, grouped)
+            other = self._runners.get((level, not grouped))
+            if other is not None and other[0].groups == plan.groups:  # level 1: one graph
+                self._runners[key] = other
+                self.graph_sources[key] = self.graph_sources[(level, not grouped)]
+                return other
             graph = LevelGraph(plan, cpu).eval()
             if self.backend == "torch":
-                run = _TorchLevel(graph)
+                run: Any = _TorchLevel(graph)
             else:
+                run, self.graph_sources[key] = None, "exported"
                 saved = (self.graphs / graph_file(level, graph_key(plan, cpu))
                          if self.graphs is not None else None)
                 if saved is not None and saved.is_file():
-                    model, self.graph_sources[key] = saved.read_bytes(), "saved"
-                else:
-                    model, self.graph_sources[key] = export_level(graph, plan), "exported"
-                run = _OrtLevel(model, len(plan.groups))
+                    try:
+                        run = _OrtLevel(saved.read_bytes(), len(plan.groups))
+                        self.graph_sources[key] = "saved"
+                    except Exception as exc:  # noqa: BLE001 - a damaged cache is re-made
+                        warnings.warn(f"{saved}: not a usable graph ({exc}); exporting it "
+                                      "again", stacklevel=2)
+                if run is None:
+                    run = _OrtLevel(export_level(graph, plan), len(plan.groups))
             self._runners[key] = (plan, run)
         return self._runners[key]
 
@@ -503,7 +515,8 @@ class FastCascade(Cascade):
                 plan, cpu = self._level(level, grouped)
                 f = folder / graph_file(level, graph_key(plan, cpu))
                 if not f.is_file():  # the two plans of a level may be the same
-                    f.write_bytes(export_level(LevelGraph(plan, cpu).eval(), plan))
+                    with atomic_path(f) as tmp:
+                        tmp.write_bytes(export_level(LevelGraph(plan, cpu).eval(), plan))
                     out.append(f)
         return out
 
@@ -515,8 +528,12 @@ class FastCascade(Cascade):
             raise ValueError(f"level == {level}, this cascade has levels 1..{self.levels}")
         if level > 1 and prev is None:
             raise ValueError(f"level {level} needs the previous level's points (prev)")
+        frames = np.asarray(frames, np.float64)
         n = len(frames)
-        plan, run = self.runner(level, grouped=n == 1)
+        if frames.shape != (n, 4) or (level > 1 and np.shape(prev) != (n, 5, 2)):
+            raise ValueError(f"frames {frames.shape} and prev {np.shape(prev)}: expected "
+                             f"({n}, 4) and ({n}, 5, 2)")
+        plan = self._window_plan(level)
         prev = (np.zeros((n, 5, 2)) if level == 1 else
                 np.ascontiguousarray(prev, np.float64))
         points = level > 1 and self.cfg.frame.patches == "points"
@@ -533,6 +550,10 @@ class FastCascade(Cascade):
         count = n if isinstance(faces, slice) else len(faces)
         if count == 0:
             return out
+        graph_plan, run = self.runner(level, grouped=count == 1)
+        if graph_plan.order != plan.order:  # level_plan keeps level_nets' order in both
+            raise RuntimeError(f"level {level}: graph order {graph_plan.order} is not the "
+                               f"windows' order {plan.order}")
         workers = (self.threads or os.cpu_count() or 1) if self.backend == "onnxruntime" else 1
         workers = max(1, min(workers, count // MIN_PART))
         if workers == 1 and count <= batch_size:
@@ -542,9 +563,11 @@ class FastCascade(Cascade):
             step = min(batch_size, -(-count // workers))
             parts = [rows[start:start + step] for start in range(0, count, step)]
 
+        layout = graph_plan.layout
+
         def run_part(rows: np.ndarray | slice) -> None:
             win = windows[rows]
-            crops = crop_groups(grays, image_index[rows], win, plan.layout, min_std=MIN_STD)
+            crops = crop_groups(grays, image_index[rows], win, layout, min_std=MIN_STD)
             out[rows] = run(crops, win.astype(np.float32))
 
         if workers > 1 and len(parts) > 1:

@@ -134,7 +134,7 @@ def _decoded(requests: Iterable[FaceRequest], max_pixels: int, ahead: int):
     if not isinstance(requests, Sequence) or any(
             r.data is not None or r.file is None for r in requests):
         return None
-    return decode_ahead([r.file for r in requests], max_pixels=max_pixels, ahead=ahead, workers=0)
+    return decode_ahead([r.file for r in requests], max_pixels=max_pixels, ahead=ahead)
 
 
 def predict_requests(cascade: Cascade, requests: Iterable[FaceRequest], *, max_pixels: int,

@@ -648,8 +648,13 @@ def _check_returned_weights(net: str, weights: Mapping[str, Any], meta: Mapping[
     model.eval()
     if val is None:
         val = read_crop_table(params["val_table"])
-    nme = evaluate_nme(model, ArrayBatches(val, VAL_BATCH, shuffle=False, seed=0)(0),
-                       torch.device("cpu"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the other jobs' workers hold the cores meanwhile
+    try:
+        nme = evaluate_nme(model, ArrayBatches(val, VAL_BATCH, shuffle=False, seed=0)(0),
+                           torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
     reported = meta.get("best_val_nme")
     if reported is not None and abs(nme - reported) > 1e-4 * max(1.0, abs(reported)):
         return (f"returned weights score val NME {nme:.6f} on {params['val_table']}, but the "
@@ -853,10 +858,16 @@ def train_level(
                                 for net in job["loop_config"]["nets"]})
                 logger.info("level %d: %s", level, ", ".join(
                     f"{net} {raw[net]['status']}" for net in job["loop_config"]["nets"]))
-                # checked and written while the other jobs still train
+                # checked and written while the other jobs still train; a net whose
+                # result cannot be checked or written fails alone
                 for net in job["loop_config"]["nets"]:
-                    results[net] = _job_result(net, raw[net], params[net], out_dir,
-                                               vals.get(net))
+                    try:
+                        results[net] = _job_result(net, raw[net], params[net], out_dir,
+                                                   vals.get(net))
+                    except Exception as exc:  # noqa: BLE001
+                        results[net] = _job_result(
+                            net, {**raw[net], "status": "failed", "error": _error_text(exc)},
+                            params[net], out_dir, vals.get(net))
     finally:
         for ref in running:  # interrupted: stop the jobs still running (their actors follow)
             ray.cancel(ref, force=True)

@@ -222,3 +222,19 @@ def test_tables_over_the_memory_limit_stream_from_parquet(ray_session: None,
     assert [h["epoch"] for h in job.history] == list(range(1, EPOCHS + 1))
     assert job.best_val_nme < job.history[0]["val_nme"]
     assert all(h["samples_per_s"] > 0 for h in job.history)
+
+
+def test_a_checkpoint_reads_back_as_bytes_for_the_launcher_and_as_weights_for_the_driver(
+        tmp_path: Path) -> None:
+    # the launcher process returns the weights' file bytes (it never imports torch); the
+    # driver loads them into the same state dict the worker saved
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    torch.save(state, tmp_path / f"LE21{orch.WEIGHTS_SUFFIX}")
+    meta = {"LE21": {"status": "ok"}, "LE22": {"status": "failed"}}
+    (tmp_path / orch.META_FILE).write_text(json.dumps({"nets": meta, "net": None}))
+    metas, now, raw = orch._read_checkpoint(tmp_path, load=False)
+    assert metas == meta and now is None and set(raw) == {"LE21"}
+    assert isinstance(raw["LE21"], bytes)
+    assert torch.equal(orch._load_state(raw["LE21"])["w"], state["w"])
+    _, _, loaded = orch._read_checkpoint(tmp_path)
+    assert torch.equal(loaded["LE21"]["w"], state["w"])

@@ -177,6 +177,8 @@ def test_fast_path_agrees_with_reference_on_procedural_faces(backend):
     fast = FastCascade.untrained(Config(), levels=3, seed=0)
     fast.backend, fast.threads = backend, 1
     _check_parity(fast, [f.image for f in faces], boxes)
+    one = fast.predict([faces[0].image], boxes[:1])  # a single face: the grouped graphs
+    assert one[3].shape == (1, 5, 2) and np.isfinite(one[3]).all()
 
 
 def test_fast_path_agrees_with_reference_with_points_sized_patches():

@@ -483,7 +483,8 @@ class FastCascade(Cascade):
             other = self._runners.get((level, not grouped))
             if other is not None and other[0].groups == plan.groups:  # level 1: one graph
                 self._runners[key] = other
-                self.graph_sources[key] = self.graph_sources[(level, not grouped)]
+                if (level, not grouped) in self.graph_sources:  # onnxruntime only
+                    self.graph_sources[key] = self.graph_sources[(level, not grouped)]
                 return other
             graph = LevelGraph(plan, cpu).eval()
             if self.backend == "torch":

@@ -78,8 +78,9 @@ def test_an_image_error_survives_pickling():
         ("x/y.jpg", "image unreadable: truncated JPEG", "x/y.jpg: image unreadable: truncated JPEG")
 
 
-def test_predict_requests_decodes_ahead_of_inference(tmp_path, monkeypatch):
-    """While the first image is used, the decoding thread has already read the next ones."""
+def test_requests_decode_ahead_of_inference_with_a_thread(tmp_path, monkeypatch):
+    """While the first image is used, the decoding thread has already read the next ones;
+    without one, each image is decoded when it is needed."""
     import time
 
     import facecascade.decoding as dec
@@ -90,8 +91,11 @@ def test_predict_requests_decodes_ahead_of_inference(tmp_path, monkeypatch):
     real = dec._decode
     monkeypatch.setattr(dec, "_decode", lambda p, m: calls.append(p) or real(p, m))
     reqs = [FaceRequest(f.name, f, np.array([[0.0, 0, 5, 5]]), [i]) for i, f in enumerate(files)]
-    it = _decoded(reqs, 10**6, 4)
+    it = _decoded(reqs, 10**6, 4, 1)
     assert next(it)[0, 0] == 0
     time.sleep(0.3)
     assert len(calls) >= 4  # ahead: more than the one image asked for
     assert [im[0, 0] for im in it] == [1, 2, 3, 4, 5]
+    calls.clear()
+    it = _decoded(reqs, 10**6, 4, 0)
+    assert next(it)[0, 0] == 0 and len(calls) == 1

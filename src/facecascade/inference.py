@@ -169,7 +169,7 @@ def predict_requests(cascade: Cascade, requests: Iterable[FaceRequest], *, max_p
         Threads decoding image files ahead of inference (0: each is decoded in this
         thread when needed). A file's header is parsed by Pillow, which holds the GIL, so
         on local disks a decoding thread slows inference more than it saves: the MTFL list
-        through ``facecascade predict --list`` took 7.2 s decoded here, 8.2 s with a
+        through ``facecascade predict --list`` took 7.4 s decoded here, 8.1 s with a
         thread. On slow storage a thread hides the reads.
 
     Returns

@@ -75,6 +75,8 @@ logger = logging.getLogger(__name__)
 TRAIN_V2_ENV = "RAY_TRAIN_V2_ENABLED"
 #: how often a Ray Train V2 controller polls its workers (``resources.poll_seconds``)
 TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+#: Ray Train V2's preemption watcher (off on a one-node cluster, where nothing is preempted)
+TRAIN_PREEMPTION_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -841,8 +843,13 @@ def train_level(
     logger.info("level %d: %d net(s) in %d job(s): %s", level, len(sizes), len(jobs),
                 "; ".join(", ".join(j["loop_config"]["nets"]) for j in jobs))
     # the controllers poll their workers every poll_seconds (Ray Train reads it from the
-    # environment of the process that builds the trainer, and passes it on)
-    env = {"env_vars": {TRAIN_POLL_ENV: str(cfg.resources.poll_seconds)}}
+    # environment of the process that builds the trainer, and passes it on). On one node
+    # nothing is preempted: each job's preemption watcher, which polls the node's drain
+    # state, only costs CPU (a level of MTFL's level 2 at 8 epochs: 94 -> 90 s without)
+    env_vars = {TRAIN_POLL_ENV: str(cfg.resources.poll_seconds)}
+    if sum(bool(node.get("Alive")) for node in ray.nodes()) == 1:
+        env_vars[TRAIN_PREEMPTION_ENV] = "0"
+    env = {"env_vars": env_vars}
     running = {remote.options(name=f"train-{job['name']}", runtime_env=env).remote(job): job
                for job in jobs}
     results: dict[str, JobResult] = {}

@@ -17,6 +17,8 @@ import pytest
 
 from facecascade.images import (
     ImageError,
+    _jpeg_header,
+    _read_header,
     apply_orientation,
     decode_gray,
     decode_image,
@@ -135,6 +137,69 @@ def test_jpeg_header_skips_junk_between_segments():
     junk = data[:2] + b"junk" * 20_000 + data[2:]
     header = header_from_bytes(junk)
     assert (header.width, header.height) == (50, 30)
+
+
+def _pillow_header(data: bytes):
+    """What Pillow's reader gives for ``data``: the header, or the ImageError's reason."""
+    try:
+        return _read_header(io.BytesIO(data), len(data), "x")
+    except ImageError as exc:
+        return exc.reason
+
+
+def _jpeg_variants() -> dict[str, bytes]:
+    image = _pillow()
+    rgb = _noise(23, 31)[:, :, ::-1]
+    out = {"opencv": cv2.imencode(".jpg", _noise(23, 31))[1].tobytes(),
+           "grey": cv2.imencode(".jpg", _noise(23, 31, 1))[1].tobytes(),
+           "progressive": _pil_bytes(rgb, "JPEG", progressive=True),
+           "cmyk": _pil_bytes(image.fromarray(_noise(23, 31, 4), "CMYK"), "JPEG"),
+           "icc+comment": _pil_bytes(rgb, "JPEG", icc_profile=b"\0" * 600, comment=b"hi"),
+           "restart": _pil_bytes(rgb, "JPEG", restart_marker_blocks=1),
+           "xmp": _pil_bytes(rgb, "JPEG", xmp=b'<x tiff:Orientation="6"/>')}
+    for orientation in range(0, 10):
+        ex = image.Exif()
+        ex[0x0112] = orientation
+        ex[0x010F] = "maker"
+        out[f"exif-{orientation}"] = _pil_bytes(rgb, "JPEG", exif=ex.tobytes())
+    big_endian = (b"Exif\0\0MM\0*\0\0\0\x08\0\x01" + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
+                  + b"\0\0\0\0")
+    data = out["opencv"]
+    out["exif-big-endian"] = (data[:2] + b"\xff\xe1" + struct.pack(">H", len(big_endian) + 2)
+                              + big_endian + data[2:])
+    long_tag = big_endian.replace(struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0),
+                                  struct.pack(">HHII", 0x0112, 4, 1, 6))
+    out["exif-long"] = (data[:2] + b"\xff\xe1" + struct.pack(">H", len(long_tag) + 2)
+                        + long_tag + data[2:])
+    out["fill-bytes"] = data[:2] + b"\xff\xff" + data[2:]
+    return out
+
+
+def test_fast_jpeg_header_is_pillows_or_leaves_it_to_pillow():
+    fast = 0
+    for name, data in _jpeg_variants().items():
+        for cut in sorted({len(data), *range(0, min(len(data), 1200), 7)}):
+            part = data[:cut]
+            header = _jpeg_header(part)
+            if header is not None:
+                fast += 1
+                assert header == _pillow_header(part), (name, cut)
+        if name in ("opencv", "grey", "progressive", "cmyk", "icc+comment", "restart",
+                    "exif-big-endian") or name.startswith("exif-"):
+            if name != "exif-long":
+                assert _jpeg_header(data) is not None, name
+    assert fast > 50
+    # the orientation read by both, and what the fast reader leaves to Pillow
+    variants = _jpeg_variants()
+    assert _jpeg_header(variants["exif-6"]).orientation == 6
+    assert (_jpeg_header(variants["exif-6"]).width, _jpeg_header(variants["exif-6"]).height) \
+        == (23, 31)
+    assert _jpeg_header(variants["exif-0"]).orientation == 1  # out of range: as displayed
+    assert _jpeg_header(variants["exif-big-endian"]).orientation == 6
+    for name in ("xmp", "exif-long", "fill-bytes"):
+        assert _jpeg_header(variants[name]) is None, name
+        assert header_from_bytes(variants[name]) == _pillow_header(variants[name])
+    assert header_from_bytes(variants["xmp"]).orientation == 6  # Pillow reads XMP's
 
 
 def test_unknown_format_falls_back_to_opencv(tmp_path):
@@ -337,6 +402,16 @@ def test_failure_reasons(tmp_path):
     assert _reason(tmp_path / "cut.png") == "image unreadable: PNG data could not be decoded"
     (tmp_path / "sig.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00")
     assert _reason(tmp_path / "sig.png").startswith("image unreadable: truncated")
+
+
+def test_a_path_the_system_refuses_is_an_image_error(tmp_path):
+    # stat fails with ENAMETOOLONG: an ImageError for the rejects table, not an OSError
+    assert _reason(tmp_path / ("x" * 300 + ".jpg")).startswith("image unreadable: ")
+    with pytest.raises(ImageError, match="image unreadable"):
+        load_gray(tmp_path / ("x" * 300 + ".jpg"), max_pixels=BIG)
+    assert _reason(tmp_path / "nope" / "a.jpg") == "image missing"
+    (tmp_path / "file").write_bytes(b"x")
+    assert _reason(tmp_path / "file" / "a.jpg") == "image missing"  # ENOTDIR
 
 
 def test_read_image_header_failures(tmp_path):

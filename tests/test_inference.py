@@ -88,3 +88,30 @@ def test_progress_bar_writes_nothing_when_stderr_is_not_a_terminal(cascade, phot
     reqs = [FaceRequest(path=str(f), file=f, boxes=BOX) for f in photos]
     predict_requests(cascade, reqs, max_pixels=10**7, progress=True)
     assert capsys.readouterr().err == ""
+
+
+def test_batches_predicted_in_the_background_keep_order_and_errors(cascade, photos, tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    reqs = [FaceRequest(path=str(f), file=f, boxes=BOX) for f in [*photos, *photos]]
+    reqs.insert(2, FaceRequest(path="bad.png", file=tmp_path / "bad.png", boxes=BOX))
+    # one image per batch: five batches, each but the last predicted while the next decodes
+    ahead, problems = predict_requests(cascade, reqs, max_pixels=10**7, batch_images=1,
+                                       progress=False, all_levels=True)
+    inline, again = predict_requests(cascade, reqs, max_pixels=10**7, batch_images=1,
+                                     progress=False, all_levels=True, overlap=False)
+    pd.testing.assert_frame_equal(ahead, inline)
+    pd.testing.assert_frame_equal(problems, again)
+    assert ahead["request"].tolist() == [r for r in (0, 1, 3, 4, 5, 6) for _ in range(3)]
+
+    class Failing:  # a model that fails on its second batch
+        cfg = cascade.cfg
+        calls = 0
+
+        def predict(self, images, boxes, index):
+            Failing.calls += 1
+            if Failing.calls == 2:
+                raise RuntimeError("model failed")
+            return cascade.predict(images, boxes, index)
+
+    with pytest.raises(RuntimeError, match="model failed"):
+        predict_requests(Failing(), reqs, max_pixels=10**7, batch_images=1, progress=False)

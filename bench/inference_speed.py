@@ -13,7 +13,8 @@ box to the 5 points, on the same real faces and boxes, in the same run:
   dlib gets the grey image, converted inside its timed call as ours is;
 - the fast path on onnxruntime and as a fused torch module, and the reference
   path (per-net eager PyTorch), for context;
-- the whole list through ``facecascade predict --list`` (a subprocess, CLI defaults);
+- the whole list through ``facecascade predict --list`` (a subprocess, CLI defaults; the
+  median of ``--list-runs`` runs);
 - the fast path's agreement with the reference on the faces (in box sides).
 
 The data set is a folder with an annotation list and ``images/`` (the MTFL
@@ -185,22 +186,27 @@ def profile_single(fast: FastCascade, images: Sequence[np.ndarray], boxes: np.nd
     return out
 
 
-def whole_list(data: Path, list_name: str, fmt: str, model_dir: Path) -> dict[str, Any]:
-    """Wall time of ``facecascade predict --list`` over the whole list (CLI defaults)."""
+def whole_list(data: Path, list_name: str, fmt: str, model_dir: Path,
+               runs: int = 3) -> dict[str, Any]:
+    """Wall time of ``facecascade predict --list`` over the whole list (CLI defaults):
+    the median of ``runs`` runs, as one run moves by 10-20% on a shared machine."""
     exe = Path(sys.executable).with_name("facecascade")
+    times = []
+    load = _load()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [str(exe), "predict", "--list", str(data / list_name), "--format", fmt,
                "--root", str(data / "images"), "--model", str(model_dir),
                "--out", str(Path(tmp) / "points.csv"), "--quiet"]
-        load = _load()
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        seconds = time.perf_counter() - t0
-        rows = sum(1 for _ in open(Path(tmp) / "points.csv")) - 1 if proc.returncode == 0 else 0
-    if proc.returncode != 0:
-        raise SystemExit(f"facecascade predict --list failed:\n{proc.stderr[-2000:]}")
-    return {"seconds": round(seconds, 2), "faces": rows, "faces_per_s": round(rows / seconds),
-            "load_avg": load,
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            times.append(time.perf_counter() - t0)
+            if proc.returncode != 0:
+                raise SystemExit(f"facecascade predict --list failed:\n{proc.stderr[-2000:]}")
+        rows = sum(1 for _ in open(Path(tmp) / "points.csv")) - 1
+    seconds = statistics.median(times)
+    return {"seconds": round(seconds, 2), "runs": [round(t, 2) for t in times], "faces": rows,
+            "faces_per_s": round(rows / seconds), "load_avg": load,
             "speedup_vs_before": round(GOALS["list_seconds_before"] / seconds, 2)}
 
 
@@ -229,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("data", nargs="?", default=os.environ.get("FACECASCADE_DATA"),
                     help="data set folder (list + images/); default $FACECASCADE_DATA")
     ap.add_argument("--list", default="trainImageList.txt", help="annotation list in DATA")
+    ap.add_argument("--list-runs", type=int, default=3,
+                    help="runs of predict --list over the whole list (the median is kept)")
     ap.add_argument("--format", default="cuhk")
     ap.add_argument("--model", help="cascade directory (default: an untrained 3-level cascade; "
                                     "speed does not depend on the weights)")
@@ -330,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # ---- the whole list through the CLI
         if not args.no_list:
-            result["predict_list"] = whole_list(data, args.list, args.format, model_dir)
+            result["predict_list"] = whole_list(data, args.list, args.format, model_dir,
+                                                runs=args.list_runs)
             pl = result["predict_list"]
             _threads(max(1, os.cpu_count() or 1))
             before = result["predict_list_reference_path"] = whole_list_reference(

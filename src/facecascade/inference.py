@@ -90,14 +90,13 @@ def requests_from_list(faces: pd.DataFrame, root: str | Path) -> list[FaceReques
     """One request per list line (list order kept), boxes from the list where present."""
     from .formats import faces_to_arrays
 
+    root = Path(root)
     _, boxes = faces_to_arrays(faces)
-    out = []
-    for i, row in enumerate(faces.itertuples(index=False)):
-        box = boxes[i:i + 1]
-        out.append(FaceRequest(path=row.path, file=Path(root) / row.path,
-                               boxes=None if not np.isfinite(box).all() else box,
-                               lines=[int(row.line)]))
-    return out
+    known = np.isfinite(boxes).all(axis=1)
+    return [FaceRequest(path=path, file=root / path, boxes=boxes[i:i + 1] if known[i] else None,
+                        lines=[line])
+            for i, (path, line) in enumerate(zip(faces["path"].tolist(),
+                                                 faces["line"].astype(int).tolist(), strict=True))]
 
 
 def _points_table(result: dict[int, np.ndarray], boxes: np.ndarray, owners: Sequence[tuple],

@@ -555,8 +555,9 @@ class FastCascade(Cascade):
         if graph_plan.order != plan.order:  # level_plan keeps level_nets' order in both
             raise RuntimeError(f"level {level}: graph order {graph_plan.order} is not the "
                                f"windows' order {plan.order}")
-        workers = (self.threads or os.cpu_count() or 1) if self.backend == "onnxruntime" else 1
-        workers = max(1, min(workers, count // MIN_PART))
+        workers = 1  # os.cpu_count() reads a file each call: not asked for one face
+        if self.backend == "onnxruntime" and count >= 2 * MIN_PART:
+            workers = min(self.threads or os.cpu_count() or 1, count // MIN_PART)
         if workers == 1 and count <= batch_size:
             parts = [faces]  # one face, or a batch that needs no splitting
         else:

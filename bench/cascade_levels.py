@@ -37,8 +37,8 @@ from facecascade.crops import read_crop_table, write_level_crops
 from facecascade.formats import assign_split, faces_to_arrays, ingest
 from facecascade.io import write_json_atomic
 from facecascade.metrics import format_table, level_report, mean_shape_baseline
-from facecascade.nets import level_nets, net_options
 from facecascade.predictions import predict_faces
+from facecascade.specs import level_nets, net_options
 from facecascade.train import ArrayBatches, fit_one
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -60,8 +60,8 @@ from facecascade.config import Config, load_config
 from facecascade.crops import read_crop_table, write_level_crops
 from facecascade.formats import assign_split, faces_to_arrays, ingest
 from facecascade.io import write_json_atomic
-from facecascade.nets import level_nets, net_options
 from facecascade.recipe import flatten, load_recipe
+from facecascade.specs import level_nets, net_options
 from facecascade.synth import write_synthetic_dataset
 from facecascade.train import VAL_BATCH, ArrayBatches, fit_one
 

@@ -205,7 +205,7 @@ def _level_child(args: argparse.Namespace) -> dict[str, Any]:
 
     from facecascade import orchestration as orch
     from facecascade.config import config_from_dict
-    from facecascade.nets import level_nets
+    from facecascade.specs import level_nets
 
     tmp = Path(tempfile.mkdtemp(prefix="raylevel-"))
     nets = level_nets(2)[:args.n]

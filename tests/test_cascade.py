@@ -12,7 +12,7 @@ from facecascade.config import Config, config_from_dict
 from facecascade.crops import cut, face_samples, net_windows
 from facecascade.frame import face_frame
 from facecascade.geometry import window_to_output
-from facecascade.nets import get_spec, level_nets
+from facecascade.specs import get_spec, level_nets
 
 
 @pytest.fixture(scope="module")

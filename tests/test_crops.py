@@ -15,7 +15,7 @@ from facecascade.crops import (
     standardise,
 )
 from facecascade.frame import face_frame
-from facecascade.nets import get_spec, level_nets
+from facecascade.specs import get_spec, level_nets
 
 POINTS = np.array([[40.0, 45.0], [72.0, 47.0], [57.0, 62.0], [44.0, 80.0], [70.0, 81.0]])
 BOX = np.array([25.0, 25.0, 90.0, 105.0])

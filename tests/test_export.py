@@ -24,7 +24,7 @@ from facecascade.export import (
 from facecascade.formats import faces_to_arrays, read_list
 from facecascade.frame import face_frame
 from facecascade.models import load_model
-from facecascade.nets import get_spec, level_nets
+from facecascade.specs import get_spec, level_nets
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 #: a plausible mean shape, relative to the face frame (LE, RE, N, LM, RM)

@@ -30,7 +30,8 @@ from facecascade.fused import (
     level_plan,
 )
 from facecascade.images import to_gray
-from facecascade.nets import create_net, get_spec, level_nets
+from facecascade.nets import create_net
+from facecascade.specs import get_spec, level_nets
 from facecascade.synth import generate
 
 DATA = Path(os.environ.get("FACECASCADE_DATA")

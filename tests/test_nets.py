@@ -1,4 +1,4 @@
-"""Tests of facecascade.nets: the 23 specs, their shapes, parameters and init."""
+"""Tests of facecascade.nets and facecascade.specs: the 23 specs, shapes, parameters, init."""
 
 from __future__ import annotations
 
@@ -9,18 +9,14 @@ import torch
 from torch import nn
 
 from facecascade.nets import (
-    PAPER_TOTAL_PARAMETERS,
-    SPECS,
     LandmarkNet,
     LocallySharedConv2d,
-    NetSpec,
     count_parameters,
     create_net,
     format_parameter_table,
-    get_spec,
-    list_nets,
     parameter_table,
 )
+from facecascade.specs import PAPER_TOTAL_PARAMETERS, SPECS, NetSpec, get_spec, list_nets
 
 PATCH_NAMES = [f"{p}{level}{pair}" for level in (2, 3) for p in ("LE", "RE", "N", "LM", "RM")
                for pair in (1, 2)]
@@ -236,16 +232,14 @@ def test_unknown_widths_are_named():
 
 
 def test_config_knows_every_width_plan():
-    # config.NET_WIDTHS (validated names) and nets.WIDTHS (the plans) are kept apart so
-    # that config does not import torch; they must name the same plans
-    from facecascade import config, nets
+    from facecascade import config, specs
 
-    assert tuple(nets.WIDTHS) == config.NET_WIDTHS
+    assert tuple(specs.WIDTHS) == config.NET_WIDTHS
 
 
 def test_net_options_follow_the_config():
     from facecascade.config import config_from_dict
-    from facecascade.nets import net_options
+    from facecascade.specs import net_options
 
     cfg = config_from_dict({"level1": {"model": {"local_share": True, "widths": "aligned"}},
                             "level3": {"model": {"widths": "aligned"}}})

@@ -19,12 +19,14 @@ from typing import Any
 
 import yaml
 
+from .specs import WIDTHS
+
 #: annotation list formats (their readers are in facecascade.formats)
 FORMATS = ("cuhk", "mtfl", "pts")
 #: values of data.format: a list format, or the procedural set (written as a CUHK list)
 DATA_FORMATS = ("synthetic", *FORMATS)
-#: values of levelN.model.widths: the nets' conv channel plans (facecascade.nets.WIDTHS)
-NET_WIDTHS = ("paper", "aligned")
+#: values of levelN.model.widths: the names of the nets' conv channel plans
+NET_WIDTHS = tuple(WIDTHS)
 
 
 class ConfigError(ValueError):

@@ -44,7 +44,7 @@ from .frame import (
     measure_style,
     points_frame,
 )
-from .nets import NetSpec, get_spec, level_nets
+from .specs import NetSpec, get_spec, level_nets
 
 log = logging.getLogger(__name__)
 

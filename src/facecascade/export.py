@@ -60,7 +60,7 @@ import torch
 from .cascade import MANIFEST_FORMAT, MANIFEST_VERSION, Cascade
 from .config import config_from_dict
 from .io import atomic_path
-from .nets import get_spec, level_nets
+from .specs import get_spec, level_nets
 
 #: ONNX opset of exported cascades
 OPSET = 17

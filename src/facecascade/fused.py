@@ -67,8 +67,8 @@ from .cascade import Cascade
 from .config import Config
 from .crops import MIN_STD, net_windows, refined_faces
 from .io import atomic_path
-from .nets import get_spec, level_nets
 from .sampling import CropLayout, crop_groups
+from .specs import get_spec, level_nets
 
 #: graph backends of :class:`FastCascade`
 BACKENDS = ("onnxruntime", "torch")

@@ -768,7 +768,7 @@ def train_level(
     """
     import ray
 
-    from facecascade.nets import level_nets, net_options
+    from facecascade.specs import level_nets, net_options
 
     all_nets = level_nets(level)
     chosen = list(all_nets if nets is None else nets)

@@ -494,7 +494,7 @@ def level_run(client: MlflowClient, parent_id: str, level: int,
 
 def _spec_params(net: str, widths: str = "paper") -> dict[str, Any]:
     try:
-        from .nets import get_spec
+        from .specs import get_spec
     except ImportError:  # pragma: no cover
         return {}
     try:

@@ -320,7 +320,7 @@ def fit_one(
     local_share : bool
         Level-1 nets only: locally shared conv3/conv4 weights.
     widths : str
-        Conv channel plan (:data:`facecascade.nets.WIDTHS`, ``levelN.model.widths``).
+        Conv channel plan (:data:`facecascade.specs.WIDTHS`, ``levelN.model.widths``).
     input_size : int or (int, int), optional
         Input ``(width, height)`` instead of the spec's.
     resume : mapping, optional

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .config import Config, SearchConfig
-from .nets import get_spec, net_options
+from .specs import get_spec, net_options
 
 logger = logging.getLogger(__name__)
 

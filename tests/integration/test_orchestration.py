@@ -23,7 +23,7 @@ import torch
 
 from facecascade import orchestration as orch
 from facecascade.config import Config, config_from_dict
-from facecascade.nets import level_nets
+from facecascade.specs import level_nets
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from facecascade.lineage import LEVEL_RUN_TAG, NETWORK_RUN_TAG
-from facecascade.nets import get_spec, list_nets
+from facecascade.specs import get_spec, list_nets
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from test_orchestration import write_tables  # same directory (rootdir import mode)
 
-from facecascade.nets import level_nets
+from facecascade.specs import level_nets
 
 pytestmark = pytest.mark.integration
 

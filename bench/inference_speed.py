@@ -51,8 +51,8 @@ from benchdata import load_average, machine
 
 from facecascade.cascade import Cascade, load_cascade, save_cascade
 from facecascade.config import Config
+from facecascade.fastpath import FastCascade
 from facecascade.formats import faces_to_arrays, read_list
-from facecascade.fused import FastCascade
 from facecascade.images import load_image
 from facecascade.io import write_json_atomic
 
@@ -150,7 +150,7 @@ def profile_single(fast: FastCascade, images: Sequence[np.ndarray], boxes: np.nd
                    n: int) -> dict[str, float]:
     """Where a single face's CPU time goes: the level graphs, the compiled windows and
     crops, and the rest of the glue (Python, validation, grey conversion)."""
-    import facecascade.fused as fused
+    import facecascade.fastpath as fastpath
 
     spent = {"graphs": 0.0, "crops": 0.0, "windows": 0.0}
 
@@ -165,11 +165,11 @@ def profile_single(fast: FastCascade, images: Sequence[np.ndarray], boxes: np.nd
     for k in fast.levels_available:
         fast.runner(k, grouped=True)
     runners = dict(fast._runners)
-    originals = {"crop_groups": fused.crop_groups, "level_windows": fused.level_windows}
+    originals = {"crop_groups": fastpath.crop_groups, "level_windows": fastpath.level_windows}
     for key, (plan, run) in runners.items():
         fast._runners[key] = (plan, timed(run, "graphs"))
-    fused.crop_groups = timed(originals["crop_groups"], "crops")
-    fused.level_windows = timed(originals["level_windows"], "windows")
+    fastpath.crop_groups = timed(originals["crop_groups"], "crops")
+    fastpath.level_windows = timed(originals["level_windows"], "windows")
     try:
         t0 = time.thread_time()
         for i in range(n):
@@ -178,7 +178,7 @@ def profile_single(fast: FastCascade, images: Sequence[np.ndarray], boxes: np.nd
         total = time.thread_time() - t0
     finally:
         for name, fn in originals.items():
-            setattr(fused, name, fn)
+            setattr(fastpath, name, fn)
         fast._runners.update(runners)
     out = {k: round(v / n * 1e3, 4) for k, v in spent.items()}
     out["other_glue"] = round((total - sum(spent.values())) / n * 1e3, 4)

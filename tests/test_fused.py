@@ -21,14 +21,9 @@ from torch import nn
 from facecascade.cascade import Cascade
 from facecascade.config import Config, config_from_dict
 from facecascade.crops import net_windows
+from facecascade.fastpath import FastCascade
 from facecascade.frame import face_frame
-from facecascade.fused import (
-    FastCascade,
-    GroupedNets,
-    SeparateNets,
-    group_nets,
-    level_plan,
-)
+from facecascade.fused import GroupedNets, SeparateNets, group_nets, level_plan
 from facecascade.images import to_gray
 from facecascade.nets import create_net
 from facecascade.specs import get_spec, level_nets
@@ -286,7 +281,7 @@ def test_a_saved_artifact_keeps_its_level_graphs_and_loading_uses_them(tmp_path)
 
 def test_a_graph_saved_for_other_weights_is_not_used(tmp_path):
     from facecascade.cascade import load_cascade, save_cascade
-    from facecascade.fused import GRAPH_DIR
+    from facecascade.fastpath import GRAPH_DIR
 
     faces = generate(6, seed=5, size=96)
     images, boxes = [f.image for f in faces], np.stack([f.box for f in faces])
@@ -348,7 +343,7 @@ def test_fast_path_agrees_with_reference_with_aligned_widths():
 @pytest.mark.parametrize("level", [1, 2, 3])
 def test_compiled_windows_are_the_reference_windows_bit_for_bit(level, patches):
     from facecascade.crops import patch_frames
-    from facecascade.fused import level_windows
+    from facecascade.fastpath import level_windows
 
     cfg = config_from_dict({"frame": {"patches": patches}})
     cascade = Cascade.untrained(cfg, levels=3, seed=0)

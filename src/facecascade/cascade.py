@@ -8,19 +8,22 @@ The artifact is a directory::
 
     manifest.json   format, version, levels, nets (spec summary), params (params.yaml as a dict)
     weights.pt      {net name: state dict}, loaded with torch.load(weights_only=True)
-    graphs/         each level as one ONNX graph for the fast path (facecascade.fused), named
-                    by a hash of the level's plan and weights: a cache, re-exported when stale
+    graphs/         each level as one ONNX graph for the fast path (facecascade.fastpath),
+                    and index.json: their plans, bound to weights.pt and params by SHA-256,
+                    so that serving needs no PyTorch; graphs are exported again when stale
+
+PyTorch is imported only when networks are built (:attr:`Cascade.nets`) or saved.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from . import geometry as geo
 from .checks import check_boxes
@@ -28,7 +31,10 @@ from .config import Config, ConfigError, config_from_dict
 from .crops import cut, net_windows, patch_frames, refined_faces, standardise
 from .frame import face_frame
 from .io import atomic_path, load_tensors
-from .nets import create_net, get_spec, level_nets, net_options
+from .specs import get_spec, level_nets, net_options
+
+if TYPE_CHECKING:
+    import torch
 
 MANIFEST_FORMAT = "facecascade.cascade"
 MANIFEST_VERSION = 1
@@ -51,25 +57,54 @@ class Cascade:
 
     def __init__(self, cfg: Config, weights: Mapping[str, Mapping[str, torch.Tensor]], *,
                  levels: int, device: str | torch.device | None = None):
+        self._setup(cfg, weights, levels=levels, device=device)
+        self.nets  # noqa: B018 - built now: weights that do not fit fail here, not later
+
+    def _setup(self, cfg: Config, weights: Mapping[str, Mapping[str, torch.Tensor]], *,
+               levels: int, device: str | torch.device | None) -> None:
+        """Check and keep the constructor's arguments; the nets are built on first use."""
         if levels not in (1, 2, 3):
             raise ValueError(f"levels == {levels!r}, must be 1, 2 or 3")
-        needed = [n for k in range(1, levels + 1) for n in level_nets(k)]
-        missing = [n for n in needed if n not in weights]
+        missing = [n for n in self._names(levels) if n not in weights]
         if missing:
             raise ValueError(f"cascade of {levels} level(s) lacks weights for {missing}")
         self.cfg = cfg
         self.levels = levels
-        self.device = torch.device(device) if device is not None else (
-            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
-        self.nets: dict[str, torch.nn.Module] = {}
-        for name in needed:
-            net = create_net(name, dropout=0.0, **net_options(name, cfg))
-            net.load_state_dict(weights[name])
-            self.nets[name] = net.to(self.device).eval()
+        self._weights = weights
+        self._device = device
+
+    @staticmethod
+    def _names(levels: int) -> list[str]:
+        return [n for k in range(1, levels + 1) for n in level_nets(k)]
+
+    @functools.cached_property
+    def device(self) -> torch.device:
+        """Where the networks run: the ``device`` asked for, else CUDA when available."""
+        import torch
+
+        if self._device is not None:
+            return torch.device(self._device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    @functools.cached_property
+    def nets(self) -> dict[str, torch.nn.Module]:
+        """The networks by name, in eval mode on :attr:`device` (built on first use)."""
+        from .nets import create_net
+
+        nets = {}
+        for name in self._names(self.levels):
+            net = create_net(name, dropout=0.0, **net_options(name, self.cfg))
+            net.load_state_dict(self._weights[name])
+            nets[name] = net.to(self.device).eval()
+        return nets
 
     @classmethod
     def untrained(cls, cfg: Config, *, levels: int = 3, seed: int = 0) -> Cascade:
         """A cascade with freshly initialised weights (for tests and plumbing)."""
+        import torch
+
+        from .nets import create_net
+
         torch.manual_seed(seed)
         weights = {}
         for k in range(1, levels + 1):
@@ -87,7 +122,8 @@ class Cascade:
             "levels": self.levels,
             "nets": {name: {"level": get_spec(name).level,
                             "input_size": list(get_spec(name).input_size),
-                            "points": list(get_spec(name).points)} for name in self.nets},
+                            "points": list(get_spec(name).points)}
+                     for name in self._names(self.levels)},
             "params": self.cfg.to_dict(),
         }
 
@@ -107,14 +143,16 @@ class Cascade:
                 name, standardise(crops[start:start + batch_size], spec.input_size))
         return geo.to_abs(out.reshape(len(windows), len(spec.points), 2), windows)
 
-    @torch.no_grad()
     def _forward(self, name: str, x: np.ndarray) -> np.ndarray:
         """Raw outputs ``(b, 2k)`` of net ``name`` on standardised crops ``x`` (b, 1, H, W).
 
         The only backend-specific step of inference: a subclass running the nets
         elsewhere (e.g. :class:`facecascade.export.OnnxCascade`) overrides this alone.
         """
-        return self.nets[name](torch.from_numpy(x).to(self.device)).cpu().numpy()
+        import torch
+
+        with torch.no_grad():
+            return self.nets[name](torch.from_numpy(x).to(self.device)).cpu().numpy()
 
     def predict(self, images: Sequence[np.ndarray], boxes: np.ndarray,
                 image_index: np.ndarray | None = None, *, levels: int | None = None,
@@ -223,10 +261,13 @@ def save_cascade(cascade: Cascade, path: str | Path, *, extra: Mapping[str, Any]
     """Write the cascade artifact directory atomically.
 
     ``manifest.json`` and ``weights.pt``, and with ``graphs`` the fast path's level
-    graphs (``graphs/``, :meth:`facecascade.fused.FastCascade.write_graphs`), so
-    loading the artifact does not export them again.
+    graphs and their index (``graphs/``, :meth:`facecascade.fastpath.FastCascade.write_graphs`,
+    :func:`facecascade.fastpath.write_graph_index`), so that loading the artifact
+    neither exports them again nor needs PyTorch.
     """
-    from .fused import GRAPH_DIR, FastCascade
+    import torch
+
+    from .fastpath import GRAPH_DIR, FastCascade, file_digest, params_digest, write_graph_index
 
     path = Path(path)
     manifest = cascade.manifest
@@ -238,7 +279,10 @@ def save_cascade(cascade: Cascade, path: str | Path, *, extra: Mapping[str, Any]
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n",
                                            encoding="utf-8")
         if graphs:
-            FastCascade.from_cascade(cascade).write_graphs(tmp / GRAPH_DIR)
+            saved = FastCascade.from_cascade(cascade).write_graphs(tmp / GRAPH_DIR)
+            write_graph_index(tmp / GRAPH_DIR, saved,
+                              weights_sha256=file_digest(tmp / "weights.pt"),
+                              params_sha256=params_digest(manifest))
     return path
 
 
@@ -286,6 +330,10 @@ def manifest_config(manifest: Mapping[str, Any], where: str | Path) -> Config:
 def _fitted_weights(state: Any, name: str, cfg: Config, where: Path) -> dict[str, torch.Tensor]:
     """``state`` checked to be a state dict that fits network ``name``: a one-line
     ValueError naming ``where`` (the weights file) and the first key that does not fit."""
+    import torch
+
+    from .nets import create_net
+
     if not isinstance(state, Mapping) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise ValueError(f"{where}: the weights of {name} are not a state dict of tensors")
@@ -309,14 +357,30 @@ def load_cascade(path: str | Path, *, device: str | torch.device | None = None,
     """Load a cascade artifact directory; weights only, never arbitrary pickles.
 
     A broken or hostile artifact gets a one-line ValueError naming the file at fault.
-    By default the cascade runs on the fast path (:class:`facecascade.fused.FastCascade`:
+    By default the cascade runs on the fast path (:class:`facecascade.fastpath.FastCascade`:
     fused level graphs on vectorised crops); ``fast=False`` gives the reference
-    :class:`Cascade`.
+    :class:`Cascade`. When the artifact's saved graphs match its weights and params
+    (:func:`facecascade.fastpath.read_graph_index`), the fast path runs from them and
+    ``weights.pt`` is read (with PyTorch) only if the networks are asked for; it was
+    checked when the graphs were saved, and its SHA-256 is checked now.
     """
     path = Path(path)
     manifest = read_manifest(path)
     cfg, levels = manifest_config(manifest, path / "manifest.json"), int(manifest["levels"])
     wf = path / "weights.pt"
+    if fast:
+        from .fastpath import GRAPH_DIR, FastCascade, read_graph_index
+
+        saved = read_graph_index(path, manifest)
+        weights: Mapping[str, Any] = (_read_weights(wf, cfg, levels) if saved is None
+                                      else _WeightsFile(wf, cfg, levels))
+        return FastCascade(cfg, weights, levels=levels, device=device, graphs=path / GRAPH_DIR,
+                           saved=saved)
+    return Cascade(cfg, _read_weights(wf, cfg, levels), levels=levels, device=device)
+
+
+def _read_weights(wf: Path, cfg: Config, levels: int) -> dict[str, dict[str, torch.Tensor]]:
+    """The state dicts of a cascade's weights file, each checked to fit its network."""
     weights = load_tensors(wf, "cascade weights file")
     if not isinstance(weights, Mapping):
         raise ValueError(f"{wf}: must map network names to state dicts, "
@@ -325,12 +389,34 @@ def load_cascade(path: str | Path, *, device: str | torch.device | None = None,
     missing = [n for n in needed if n not in weights]
     if missing:
         raise ValueError(f"{wf}: no weights for {missing} (the manifest says {levels} level(s))")
-    fitted = {n: _fitted_weights(weights[n], n, cfg, wf) for n in needed}
-    if fast:
-        from .fused import GRAPH_DIR, FastCascade
+    return {n: _fitted_weights(weights[n], n, cfg, wf) for n in needed}
 
-        return FastCascade(cfg, fitted, levels=levels, device=device, graphs=path / GRAPH_DIR)
-    return Cascade(cfg, fitted, levels=levels, device=device)
+
+class _WeightsFile(Mapping):
+    """The weights of a cascade's nets in a weights file, read (:func:`_read_weights`) on
+    first access of a net's weights; names and membership need no reading."""
+
+    def __init__(self, path: Path, cfg: Config, levels: int) -> None:
+        self.path, self.cfg, self.levels = path, cfg, levels
+        self._names = [n for k in range(1, levels + 1) for n in level_nets(k)]
+
+    @functools.cached_property
+    def _weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        return _read_weights(self.path, self.cfg, self.levels)
+
+    def __getitem__(self, name: str) -> dict[str, torch.Tensor]:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._weights[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def cascade_from_weight_files(cfg: Config, weight_dirs: Sequence[str | Path], *,

@@ -105,6 +105,8 @@ _MTFL_FIELDS = ("path", *(f"x{i}" for i in range(1, 6)), *(f"y{i}" for i in rang
                 *ATTRIBUTE_COLUMNS)
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _NOT_FINITE = {"nan", "inf", "infinity"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DRIVE = re.compile(r"[A-Za-z]:")
 _PTS_POINTS = 68
 #: a box contains its points when they lie inside it enlarged by this share of w and h per side
 BOX_MARGIN = 0.10
@@ -291,9 +293,9 @@ def _normalise_path(token: str) -> str:
     'lfw_5590/Aaron_Eckhart_0001.jpg'
     """
     path = token.replace("\\", "/")
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+    if _CONTROL.search(path):
         raise _LineError("bad path", "path contains control characters")
-    if path.startswith("/") or re.match(r"[A-Za-z]:", path):
+    if path.startswith("/") or _DRIVE.match(path):
         raise _LineError("bad path", f"absolute path {token[:80]!r}; paths are relative to the "
                                      "data root")
     norm = posixpath.normpath(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import os
 
 import cv2
 import mlflow
@@ -140,6 +141,38 @@ def test_champion_predicts_from_path_and_base64_with_box(champion, tmp_path):
     # path and base64 of the same pixels give the same points
     # (to float32 precision: the fast path's sums depend on the face's place in the batch)
     np.testing.assert_allclose(out.iloc[0, 2:], out.iloc[1, 2:], atol=1e-4)
+
+
+def test_the_champion_serves_without_importing_torch(champion, store, tmp_path):
+    # the registered artifact keeps its level graphs and their index: a serving process
+    # loads models:/...@champion and predicts with onnxruntime alone
+    import json
+    import subprocess
+    import sys
+
+    cfg, _, _ = store
+    path = tmp_path / "face.png"
+    cv2.imwrite(str(path), face_like())
+    code = (
+        "import json, sys\n"
+        "import mlflow, pandas as pd\n"
+        "mlflow.set_tracking_uri(sys.argv[1])\n"
+        "model = mlflow.pyfunc.load_model('models:/fc-serve@champion')\n"
+        "out = model.predict(pd.DataFrame({'image': [sys.argv[2]], 'box_left': [20.0],\n"
+        "                                  'box_top': [18.0], 'box_right': [76.0],\n"
+        "                                  'box_bottom': [80.0]}))\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'points': out.iloc[0, 2:].tolist()}))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code, cfg.mlflow.tracking_uri, str(path)],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["torch"] is False
+    req = pd.DataFrame({"image": [str(path)], "box_left": [20.0], "box_top": [18.0],
+                        "box_right": [76.0], "box_bottom": [80.0]})
+    np.testing.assert_allclose(result["points"], champion.predict(req).iloc[0, 2:].tolist(),
+                               atol=1e-6)
 
 
 @pytest.mark.realdata

@@ -3,7 +3,9 @@
 From a decoded image (BGR, as ``facecascade.images.load_image`` returns it) and a
 box to the 5 points, on the same real faces and boxes, in the same run:
 
-- single-face latency (median, p95; wall and thread CPU time) on 1 thread;
+- single-face latency (median, p95; wall and thread CPU time) on 1 thread, the fast path
+  and dlib in turn, 25 faces at a time (3 rounds), so that the machine's drift moves both
+  alike;
 - throughput at batch 256 on 1 and 2 threads (the fast path's ``threads``: parts of the
   batch in parallel Python threads, each on one onnxruntime thread; torch's threads for the
   torch backend and the reference; dlib in 2 Python threads on half the faces each);
@@ -89,6 +91,37 @@ def latency(fn: Callable[[int], Any], n: int, *, warmup: int = 20) -> dict[str, 
             "cpu_median_ms": round(statistics.median(cpus), 4),
             "cpu_p95_ms": round(float(np.quantile(cpus, 0.95)), 4),
             "min_ms": round(min(walls), 4), "load_avg": load}
+
+
+def paired_latency(fns: dict[str, Callable[[int], Any]], n: int, *, rounds: int = 3,
+                   block: int = 25, warmup: int = 20) -> dict[str, dict[str, Any]]:
+    """:func:`latency` of several ``fns`` taken in turn, ``block`` faces at a time (``a`` on
+    faces 0-24, ``b`` on 0-24, ``a`` on 25-49, ...; the order reversed every round), so that
+    the machine's drift, which moves single runs by 10-20% here, moves every function
+    alike. Blocks, not single faces: each function runs with its own weights in the CPU
+    caches, as in a stream of faces (face by face, each call would first reload them)."""
+    names = list(fns)
+    for i in range(min(warmup, n)):
+        for name in names:
+            fns[name](i)
+    walls: dict[str, list[float]] = {k: [] for k in names}
+    cpus: dict[str, list[float]] = {k: [] for k in names}
+    load = _load()
+    for r in range(rounds):
+        for start in range(0, n, block):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                for i in range(start, min(start + block, n)):
+                    w0, c0 = time.perf_counter(), time.thread_time()
+                    fns[name](i)
+                    c1, w1 = time.thread_time(), time.perf_counter()
+                    walls[name].append((w1 - w0) * 1e3)
+                    cpus[name].append((c1 - c0) * 1e3)
+    return {name: {"calls": len(walls[name]), "rounds": rounds, "paired_with": names,
+                   "median_ms": round(statistics.median(walls[name]), 4),
+                   "p95_ms": round(float(np.quantile(walls[name], 0.95)), 4),
+                   "cpu_median_ms": round(statistics.median(cpus[name]), 4),
+                   "cpu_p95_ms": round(float(np.quantile(cpus[name], 0.95)), 4),
+                   "min_ms": round(min(walls[name]), 4), "load_avg": load} for name in names}
 
 
 def throughput(fn: Callable[[], Any], faces: int, *, seconds: float = 4.0,
@@ -293,11 +326,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         def single(model: Cascade) -> Callable[[int], Any]:
             return lambda i: model.predict(images[i % n:i % n + 1], boxes[i % n:i % n + 1])
 
-        one["fast_onnxruntime"] = latency(single(fast[1]), n)
+        # the fast path and dlib face by face in turn: their ratio is the goal
+        paired = {"fast_onnxruntime": single(fast[1])}
+        if dlib:
+            paired["dlib"] = lambda i: dlib.points(images[i % n], boxes[i % n])
+        one.update(paired_latency(paired, n))
         one["fast_torch"] = latency(single(fast_torch), min(n, 200))
         one["reference"] = latency(single(ref), min(n, 100), warmup=5)
-        if dlib:
-            one["dlib"] = latency(lambda i: dlib.points(images[i % n], boxes[i % n]), n)
         for name, row in one.items():
             print(f"single face  {name:<17} median {row['median_ms']:7.3f} ms  p95 "
                   f"{row['p95_ms']:7.3f} ms  (CPU median {row['cpu_median_ms']:.3f} ms, "

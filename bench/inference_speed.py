@@ -51,9 +51,9 @@ import numpy as np
 import torch
 from benchdata import load_average, machine
 
-from facecascade.cascade import Cascade, load_cascade, save_cascade
+from facecascade.cascade import Cascade, load_cascade, read_manifest, save_cascade
 from facecascade.config import Config
-from facecascade.fastpath import FastCascade
+from facecascade.fastpath import FastCascade, read_graph_index
 from facecascade.formats import faces_to_arrays, read_list
 from facecascade.images import load_image
 from facecascade.io import write_json_atomic
@@ -307,6 +307,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         fast_torch = FastCascade.from_cascade(ref, backend="torch")
         dlib = None if args.no_dlib else Dlib()
         result: dict[str, Any] = {}
+        # an artifact saved before the graph index runs its graphs with torch imported
+        indexed = read_graph_index(model_dir, read_manifest(model_dir)) is not None
+        result["model_serves_without_torch"] = indexed
+        if not indexed:
+            print(f"note: {model_name} has no usable graph index (graphs/index.json): predict "
+                  "imports torch to find its graphs; save the cascade again to serve it "
+                  "without torch", flush=True)
 
         # ---- agreement with the reference on these faces (box sides)
         _threads(1)

@@ -16,10 +16,9 @@ from facecascade.fastpath import (
     GRAPH_DIR,
     GRAPH_INDEX,
     FastCascade,
-    LevelPlan,
-    plan_level,
     read_graph_index,
 )
+from facecascade.plans import LevelPlan, plan_level
 from facecascade.synth import generate
 
 BOTH = {(k, g) for k in (1, 2, 3) for g in (True, False)}

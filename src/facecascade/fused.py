@@ -12,7 +12,7 @@ PyTorch):
   ``BatchNorm`` after a convolution or linear layer is folded into its weights.
 - :class:`LevelGraph`: standardised crops and windows in, fused points out (the nets,
   their relative outputs back to image pixels, and the level's fusion), for the
-  :class:`facecascade.fastpath.LevelPlan` of :func:`level_plan`.
+  :class:`facecascade.plans.LevelPlan` of :func:`level_plan`.
 - :func:`export_level`: its ONNX model (``torch.onnx.export``, about a second a level),
   named in a folder by :func:`graph_key`, a hash of the plan, layers and weights;
   :class:`TorchLevel` runs it as a torch module instead (``backend="torch"``).
@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .config import Config
-from .fastpath import GRAPH_VERSION, OPSET, LevelPlan, plan_level
+from .plans import GRAPH_VERSION, OPSET, LevelPlan, plan_level
 from .specs import get_spec, level_nets
 
 
@@ -189,10 +189,10 @@ def group_nets(nets: Sequence[nn.Module], input_size: tuple[int, int]) -> nn.Mod
 
 def level_plan(cfg: Config, level: int, nets: Mapping[str, nn.Module], *,
                grouped: bool = True) -> LevelPlan:
-    """The :class:`facecascade.fastpath.LevelPlan` of ``level``: with ``grouped``, nets of
+    """The :class:`facecascade.plans.LevelPlan` of ``level``: with ``grouped``, nets of
     the same input size and layer plan (:func:`_signature`) are one group when there are
-    at least :data:`facecascade.fastpath.MIN_GROUP` of them (the ten patch nets), else
-    every net is a group of its own (:func:`facecascade.fastpath.plan_level`)."""
+    at least :data:`facecascade.plans.MIN_GROUP` of them (the ten patch nets), else
+    every net is a group of its own (:func:`facecascade.plans.plan_level`)."""
     signatures: dict[str, Any] = {}
     if grouped:
         for name in level_nets(level):

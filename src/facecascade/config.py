@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .io import plain
 from .specs import WIDTHS
 
 #: annotation list formats (their readers are in facecascade.formats)
@@ -433,15 +434,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists for tuples), as in params.yaml."""
-        return _to_plain(dataclasses.asdict(self))
-
-
-def _to_plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_plain(v) for v in obj]
-    return obj
+        return plain(dataclasses.asdict(self))
 
 
 def _convert(tp: Any, value: Any, key: str, base: Any = None) -> Any:

@@ -132,6 +132,20 @@ def load_tensors(path: str | Path, what: str = "weights file") -> Any:
                          f"another format{detail}") from None
 
 
+def plain(obj: Any) -> Any:
+    """``obj`` with every tuple a list, recursively through dicts and lists: plain data
+    for JSON and YAML (and ``torch.load(weights_only=True)``).
+
+    >>> plain({"a": (1, (2, 3)), "b": [{"c": ()}]})
+    {'a': [1, [2, 3]], 'b': [{'c': []}]}
+    """
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(obj: Any, path: str | Path) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .geometry import POINT_NAMES
+from .io import plain
 
 #: total number of learnable parameters of the 23 networks reported by the CCNN paper
 PAPER_TOTAL_PARAMETERS = 643_920
@@ -154,15 +155,7 @@ class NetSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists for tuples), fit for JSON and ``torch.load(weights_only=True)``."""
-        return _plain(dataclasses.asdict(self))
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
+        return plain(dataclasses.asdict(self))
 
 
 def input_wh(spec: NetSpec, input_size: int | tuple[int, int] | None) -> tuple[int, int]:

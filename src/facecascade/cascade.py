@@ -40,6 +40,15 @@ MANIFEST_FORMAT = "facecascade.cascade"
 MANIFEST_VERSION = 1
 
 
+def cascade_nets(levels: int) -> list[str]:
+    """The nets of a cascade of ``levels`` levels, level by level in registry order.
+
+    >>> cascade_nets(1)
+    ['F1', 'EN1', 'NM1']
+    """
+    return [n for k in range(1, levels + 1) for n in level_nets(k)]
+
+
 class Cascade:
     """A trained (or partly trained) cascade of landmark networks.
 
@@ -65,17 +74,13 @@ class Cascade:
         """Check and keep the constructor's arguments; the nets are built on first use."""
         if levels not in (1, 2, 3):
             raise ValueError(f"levels == {levels!r}, must be 1, 2 or 3")
-        missing = [n for n in self._names(levels) if n not in weights]
+        missing = [n for n in cascade_nets(levels) if n not in weights]
         if missing:
             raise ValueError(f"cascade of {levels} level(s) lacks weights for {missing}")
         self.cfg = cfg
         self.levels = levels
         self._weights = weights
         self._device = device
-
-    @staticmethod
-    def _names(levels: int) -> list[str]:
-        return [n for k in range(1, levels + 1) for n in level_nets(k)]
 
     @functools.cached_property
     def device(self) -> torch.device:
@@ -92,7 +97,7 @@ class Cascade:
         from .nets import create_net
 
         nets = {}
-        for name in self._names(self.levels):
+        for name in cascade_nets(self.levels):
             net = create_net(name, dropout=0.0, **net_options(name, self.cfg))
             net.load_state_dict(self._weights[name])
             nets[name] = net.to(self.device).eval()
@@ -106,11 +111,8 @@ class Cascade:
         from .nets import create_net
 
         torch.manual_seed(seed)
-        weights = {}
-        for k in range(1, levels + 1):
-            for name in level_nets(k):
-                net = create_net(name, **net_options(name, cfg))
-                weights[name] = net.state_dict()
+        weights = {name: create_net(name, **net_options(name, cfg)).state_dict()
+                   for name in cascade_nets(levels)}
         return cls(cfg, weights, levels=levels)
 
     @property
@@ -123,7 +125,7 @@ class Cascade:
             "nets": {name: {"level": get_spec(name).level,
                             "input_size": list(get_spec(name).input_size),
                             "points": list(get_spec(name).points)}
-                     for name in self._names(self.levels)},
+                     for name in cascade_nets(self.levels)},
             "params": self.cfg.to_dict(),
         }
 
@@ -385,7 +387,7 @@ def _read_weights(wf: Path, cfg: Config, levels: int) -> dict[str, dict[str, tor
     if not isinstance(weights, Mapping):
         raise ValueError(f"{wf}: must map network names to state dicts, "
                          f"not {type(weights).__name__}")
-    needed = [n for k in range(1, levels + 1) for n in level_nets(k)]
+    needed = cascade_nets(levels)
     missing = [n for n in needed if n not in weights]
     if missing:
         raise ValueError(f"{wf}: no weights for {missing} (the manifest says {levels} level(s))")
@@ -398,7 +400,7 @@ class _WeightsFile(Mapping):
 
     def __init__(self, path: Path, cfg: Config, levels: int) -> None:
         self.path, self.cfg, self.levels = path, cfg, levels
-        self._names = [n for k in range(1, levels + 1) for n in level_nets(k)]
+        self._names = cascade_nets(levels)
 
     @functools.cached_property
     def _weights(self) -> dict[str, dict[str, torch.Tensor]]:

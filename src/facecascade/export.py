@@ -57,10 +57,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cascade import MANIFEST_FORMAT, MANIFEST_VERSION, Cascade
+from .cascade import MANIFEST_FORMAT, MANIFEST_VERSION, Cascade, cascade_nets
 from .config import config_from_dict
 from .io import atomic_path
-from .specs import get_spec, level_nets
+from .specs import get_spec
 
 #: ONNX opset of exported cascades
 OPSET = 17
@@ -126,7 +126,7 @@ def export_onnx(cascade: Cascade, out: str | Path, *, opset: int = OPSET,
     import onnx
 
     out = Path(out)
-    names = [n for k in cascade.levels_available for n in level_nets(k)]
+    names = cascade_nets(cascade.levels)
     nets = [cascade.nets[n] for n in names]
     inputs = tuple(_example_input(n, 2, cascade.device) for n in names)
     ios = {n: io_names(n) for n in names}
@@ -273,7 +273,7 @@ class OnnxCascade(Cascade):
         graph_inputs = {i.name for i in model.graph.input}
         graph_outputs = {o.name for o in model.graph.output}
         self._io: dict[str, tuple[str, str]] = {}
-        for name in (n for k in self.levels_available for n in level_nets(k)):
+        for name in cascade_nets(self.levels):
             inp, outp = io_map.get(name, io_names(name))
             if inp not in graph_inputs or outp not in graph_outputs:
                 raise ValueError(f"{self.path}: the graph lacks net {name} "

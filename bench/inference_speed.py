@@ -74,23 +74,34 @@ def _threads(n: int) -> None:
 _load = load_average
 
 
-def latency(fn: Callable[[int], Any], n: int, *, warmup: int = 20) -> dict[str, Any]:
-    """Per-call wall and CPU ms of ``fn(i)`` for ``i`` in ``0..n-1`` (after a warm-up)."""
-    for i in range(min(warmup, n)):
-        fn(i)
-    walls, cpus = [], []
-    load = _load()
-    for i in range(n):
-        w0, c0 = time.perf_counter(), time.thread_time()
-        fn(i)
-        c1, w1 = time.thread_time(), time.perf_counter()
-        walls.append((w1 - w0) * 1e3)
-        cpus.append((c1 - c0) * 1e3)
-    return {"calls": n, "median_ms": round(statistics.median(walls), 4),
+def _timed_call(fn: Callable[[int], Any], i: int, walls: list[float],
+                cpus: list[float]) -> None:
+    """Run ``fn(i)``, appending its wall and thread CPU ms."""
+    w0, c0 = time.perf_counter(), time.thread_time()
+    fn(i)
+    c1, w1 = time.thread_time(), time.perf_counter()
+    walls.append((w1 - w0) * 1e3)
+    cpus.append((c1 - c0) * 1e3)
+
+
+def _latency_stats(walls: list[float], cpus: list[float], load: Any) -> dict[str, Any]:
+    return {"calls": len(walls), "median_ms": round(statistics.median(walls), 4),
             "p95_ms": round(float(np.quantile(walls, 0.95)), 4),
             "cpu_median_ms": round(statistics.median(cpus), 4),
             "cpu_p95_ms": round(float(np.quantile(cpus, 0.95)), 4),
             "min_ms": round(min(walls), 4), "load_avg": load}
+
+
+def latency(fn: Callable[[int], Any], n: int, *, warmup: int = 20) -> dict[str, Any]:
+    """Per-call wall and CPU ms of ``fn(i)`` for ``i`` in ``0..n-1`` (after a warm-up)."""
+    for i in range(min(warmup, n)):
+        fn(i)
+    walls: list[float] = []
+    cpus: list[float] = []
+    load = _load()
+    for i in range(n):
+        _timed_call(fn, i, walls, cpus)
+    return _latency_stats(walls, cpus, load)
 
 
 def paired_latency(fns: dict[str, Callable[[int], Any]], n: int, *, rounds: int = 3,
@@ -111,17 +122,9 @@ def paired_latency(fns: dict[str, Callable[[int], Any]], n: int, *, rounds: int 
         for start in range(0, n, block):
             for name in (names if r % 2 == 0 else names[::-1]):
                 for i in range(start, min(start + block, n)):
-                    w0, c0 = time.perf_counter(), time.thread_time()
-                    fns[name](i)
-                    c1, w1 = time.thread_time(), time.perf_counter()
-                    walls[name].append((w1 - w0) * 1e3)
-                    cpus[name].append((c1 - c0) * 1e3)
-    return {name: {"calls": len(walls[name]), "rounds": rounds, "paired_with": names,
-                   "median_ms": round(statistics.median(walls[name]), 4),
-                   "p95_ms": round(float(np.quantile(walls[name], 0.95)), 4),
-                   "cpu_median_ms": round(statistics.median(cpus[name]), 4),
-                   "cpu_p95_ms": round(float(np.quantile(cpus[name], 0.95)), 4),
-                   "min_ms": round(min(walls[name]), 4), "load_avg": load} for name in names}
+                    _timed_call(fns[name], i, walls[name], cpus[name])
+    return {name: {**_latency_stats(walls[name], cpus[name], load), "rounds": rounds,
+                   "paired_with": names} for name in names}
 
 
 def throughput(fn: Callable[[], Any], faces: int, *, seconds: float = 4.0,

@@ -273,18 +273,28 @@ class FastCascade(Cascade):
             warnings.warn(f"{saved.path}: its plan is not the one of the cascade's params; "
                           "exporting the level again", stacklevel=3)
             return None
-        if saved.path not in self._sessions:
-            try:
-                model = saved.path.read_bytes()
-                if hashlib.sha256(model).hexdigest() != saved.sha256:
-                    raise ValueError("its bytes are not the ones the graph index names")
-                self._sessions[saved.path] = _OrtLevel(model, len(saved.plan.groups))
-            except Exception as exc:  # noqa: BLE001 - a damaged graph is exported again
-                warnings.warn(f"{saved.path}: not a usable graph ({exc}); exporting it "
-                              "again", stacklevel=3)
-                return None
+        run = self._graph_session(saved.path, len(saved.plan.groups), saved.sha256)
+        if run is None:
+            return None
         self.graph_sources[key] = "saved"
-        return saved.plan, self._sessions[saved.path]
+        return saved.plan, run
+
+    def _graph_session(self, path: Path, n_groups: int,
+                       sha256: str | None = None) -> _OrtLevel | None:
+        """An onnxruntime session of the graph file ``path`` (one per file), its bytes
+        checked against ``sha256`` when given; None, with a warning, when the file cannot
+        be used (the level is then exported again)."""
+        if path not in self._sessions:
+            try:
+                model = path.read_bytes()
+                if sha256 is not None and hashlib.sha256(model).hexdigest() != sha256:
+                    raise ValueError("its bytes are not the ones the graph index names")
+                self._sessions[path] = _OrtLevel(model, n_groups)
+            except Exception as exc:  # noqa: BLE001 - a damaged graph is exported again
+                warnings.warn(f"{path}: not a usable graph ({exc}); exporting it again",
+                              stacklevel=4)
+                return None
+        return self._sessions[path]
 
     def _built_runner(self, level: int, grouped: bool) -> tuple[LevelPlan, Any]:
         """The runner of a level graph built from the nets (with PyTorch)."""
@@ -303,14 +313,11 @@ class FastCascade(Cascade):
         self.graph_sources[key] = "exported"
         found = (self.graphs / graph_file(level, graph_key(plan, cpu))
                  if self.graphs is not None else None)
-        if found is not None and found.is_file():
-            try:
-                run = _OrtLevel(found.read_bytes(), len(plan.groups))
-                self.graph_sources[key] = "saved"
-                return plan, run
-            except Exception as exc:  # noqa: BLE001 - a damaged cache is re-made
-                warnings.warn(f"{found}: not a usable graph ({exc}); exporting it "
-                              "again", stacklevel=3)
+        run = (self._graph_session(found, len(plan.groups))
+               if found is not None and found.is_file() else None)
+        if run is not None:
+            self.graph_sources[key] = "saved"
+            return plan, run
         return plan, _OrtLevel(export_level(graph, plan), len(plan.groups))
 
     def write_graphs(self, folder: str | Path) -> dict[tuple[int, bool], tuple[LevelPlan, str]]:

@@ -176,3 +176,30 @@ def test_random_pts_list_files(root, data):
     lst.write_bytes(data)
     faces, rejects = read_pts(lst, root)
     assert len(faces) + len(rejects) == nonblank_lines(data)
+
+
+def _number_or_error(tokens: list[str]):
+    from facecascade.formats import _LineError, _number
+
+    names = ("path", *(f"f{i}" for i in range(len(tokens))))
+    try:
+        return [_number(t, 2 + i, names[1 + i]) for i, t in enumerate(tokens)]
+    except _LineError as exc:
+        return str(exc)
+
+
+@SETTINGS
+@given(tokens=st.lists(st.one_of(token, st.sampled_from(
+    ["1.5", "-.5", "+3e2", "1E-3", "7.", "\u0661", "\uff11", "1e5_0", "infinity", "-nan",
+     "1e309", "0.0", "12"])), max_size=6))
+def test_line_numbers_fast_path_agrees_with_token_checks(tokens):
+    """The one-pass conversion of a line's numbers gives the token-by-token values, and
+    the same error (first bad field, its reason) whenever a token is not a plain number."""
+    from facecascade.formats import _LineError, _numbers
+
+    names = ("path", *(f"f{i}" for i in range(len(tokens))))
+    try:
+        got = _numbers(tokens, 2, names)
+    except _LineError as exc:
+        got = str(exc)
+    assert got == _number_or_error(tokens)

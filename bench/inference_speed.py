@@ -14,9 +14,13 @@ box to the 5 points, on the same real faces and boxes, in the same run:
   contour means (36-41, 42-47), the nose tip 30 and the mouth corners 48 and 54;
   dlib gets the grey image, converted inside its timed call as ours is;
 - the fast path on onnxruntime and as a fused torch module, and the reference
-  path (per-net eager PyTorch), for context;
+  path (per-net eager PyTorch), for context; the fast path's single face both with its
+  compiled windows and crops (what batches and served models use) and without them
+  (``compiled=False``: what a process that predicts a few faces uses, see
+  ``facecascade.fastpath.COMPILE_MIN_FACES``);
 - the whole list through ``facecascade predict --list`` (a subprocess, CLI defaults; the
-  median of ``--list-runs`` runs);
+  median of ``--list-runs`` runs), and one photo through ``facecascade predict PHOTO``
+  (the detector's box; the median of 5 runs, process start included);
 - the fast path's agreement with the reference on the faces (in box sides).
 
 The data set is a folder with an annotation list and ``images/`` (the MTFL
@@ -186,8 +190,6 @@ def profile_single(fast: FastCascade, images: Sequence[np.ndarray], boxes: np.nd
                    n: int) -> dict[str, float]:
     """Where a single face's CPU time goes: the level graphs, the compiled windows and
     crops, and the rest of the glue (Python, validation, grey conversion)."""
-    import facecascade.fastpath as fastpath
-
     spent = {"graphs": 0.0, "crops": 0.0, "windows": 0.0}
 
     def timed(fn: Callable, key: str) -> Callable:
@@ -201,11 +203,10 @@ def profile_single(fast: FastCascade, images: Sequence[np.ndarray], boxes: np.nd
     for k in fast.levels_available:
         fast.runner(k, grouped=True)
     runners = dict(fast._runners)
-    originals = {"crop_groups": fastpath.crop_groups, "level_windows": fastpath.level_windows}
+    windows, crops = fast.load_compiled()
     for key, (plan, run) in runners.items():
         fast._runners[key] = (plan, timed(run, "graphs"))
-    fastpath.crop_groups = timed(originals["crop_groups"], "crops")
-    fastpath.level_windows = timed(originals["level_windows"], "windows")
+    fast._compiled_passes = (timed(windows, "windows"), timed(crops, "crops"))
     try:
         t0 = time.thread_time()
         for i in range(n):
@@ -213,13 +214,31 @@ def profile_single(fast: FastCascade, images: Sequence[np.ndarray], boxes: np.nd
                          boxes[i % len(images):i % len(images) + 1])
         total = time.thread_time() - t0
     finally:
-        for name, fn in originals.items():
-            setattr(fastpath, name, fn)
+        fast._compiled_passes = (windows, crops)
         fast._runners.update(runners)
     out = {k: round(v / n * 1e3, 4) for k, v in spent.items()}
     out["other_glue"] = round((total - sum(spent.values())) / n * 1e3, 4)
     out["total"] = round(total / n * 1e3, 4)
     return out
+
+
+def one_photo(photo: Path, model_dir: Path, runs: int = 5) -> dict[str, Any]:
+    """Wall time of ``facecascade predict PHOTO`` (the detector finds the face): what a
+    user waits for one photo, process start included; the median of ``runs`` runs."""
+    exe = Path(sys.executable).with_name("facecascade")
+    times = []
+    load = _load()
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [str(exe), "predict", str(photo), "--model", str(model_dir),
+               "--out", str(Path(tmp) / "points.csv"), "--quiet"]
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            times.append(time.perf_counter() - t0)
+            if proc.returncode != 0:
+                raise SystemExit(f"facecascade predict PHOTO failed:\n{proc.stderr[-2000:]}")
+    return {"seconds": round(statistics.median(times), 3), "runs": [round(t, 3) for t in times],
+            "load_avg": load}
 
 
 def whole_list(data: Path, list_name: str, fmt: str, model_dir: Path,
@@ -307,6 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ref = load_cascade(model_dir, fast=False)
         fast = {1: load_cascade(model_dir), 2: load_cascade(model_dir)}
         fast[1].threads, fast[2].threads = 1, 2
+        for f in fast.values():  # the compiled windows and crops (batches, servers)
+            f.compiled = True
+        small = load_cascade(model_dir)  # a process predicting a few faces: no compiling
+        small.threads, small.compiled = 1, False
         fast_torch = FastCascade.from_cascade(ref, backend="torch")
         dlib = None if args.no_dlib else Dlib()
         result: dict[str, Any] = {}
@@ -341,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if dlib:
             paired["dlib"] = lambda i: dlib.points(images[i % n], boxes[i % n])
         one.update(paired_latency(paired, n))
+        one["fast_small_calls"] = latency(single(small), min(n, 200))
         one["fast_torch"] = latency(single(fast_torch), min(n, 200))
         one["reference"] = latency(single(ref), min(n, 100), warmup=5)
         for name, row in one.items():
@@ -394,6 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"({pl['speedup_vs_before']}x faster than {GOALS['list_seconds_before']} s; "
                   f"{pl['speedup_vs_reference_same_run']}x faster than the reference path in "
                   f"this run, {before['seconds']} s; load {pl['load_avg']})", flush=True)
+
+        photo = data / "images" / read_list(args.format, root=data / "images",
+                                            list_path=data / args.list)[0]["path"].iloc[0]
+        op = result["predict_one_photo"] = one_photo(photo, model_dir)
+        print(f"facecascade predict PHOTO (detector box): {op['seconds']} s "
+              f"(median of {len(op['runs'])}; load {op['load_avg']})", flush=True)
 
     # ---- goals
     best2 = max(r["faces_per_s"] for k, r in batch["2_threads"].items()

@@ -12,6 +12,7 @@ import pytest
 
 from facecascade.cascade import Cascade, load_cascade, read_manifest, save_cascade
 from facecascade.config import Config
+from facecascade.crops import MIN_STD
 from facecascade.fastpath import (
     GRAPH_DIR,
     GRAPH_INDEX,
@@ -72,7 +73,8 @@ def test_a_loaded_artifact_predicts_from_its_saved_graphs_without_building_nets(
     np.testing.assert_allclose(ref[1], got[1], atol=1e-3)
 
 
-def test_serving_a_saved_artifact_does_not_import_torch(artifact, faces, tmp_path):
+def test_serving_a_saved_artifact_imports_neither_torch_nor_numba(artifact, faces, tmp_path):
+    """One face: the saved graphs, and the windows and crops of numpy and OpenCV."""
     images, boxes = faces
     np.save(tmp_path / "image.npy", images[0])
     np.save(tmp_path / "box.npy", boxes[:1])
@@ -83,12 +85,13 @@ def test_serving_a_saved_artifact_does_not_import_torch(artifact, faces, tmp_pat
         c = load_cascade({str(artifact)!r})
         points = c.predict([np.load({str(tmp_path / 'image.npy')!r})],
                            np.load({str(tmp_path / 'box.npy')!r}))[3]
-        print(json.dumps({{"torch": "torch" in sys.modules, "points": points.tolist()}}))
+        print(json.dumps({{"torch": "torch" in sys.modules, "numba": "numba" in sys.modules,
+                          "points": points.tolist()}}))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=300)
     result = json.loads(out.stdout.splitlines()[-1])
-    assert result["torch"] is False
+    assert result["torch"] is False and result["numba"] is False
     want = load_cascade(artifact).predict(images[:1], boxes[:1])[3]
     np.testing.assert_array_equal(np.array(result["points"]), want)
 
@@ -177,3 +180,42 @@ def test_a_plan_round_trips_through_json_exactly():
         assert back.same_windows(plan) and back.groups == plan.groups
     with pytest.raises(ValueError, match="not a level plan"):
         LevelPlan.from_dict({"level": 2})
+
+
+def test_small_calls_cut_without_compiling_until_a_batch_loads_the_compiled_passes(faces):
+    from facecascade.fastpath import COMPILE_MIN_FACES, small_crops, small_windows
+    from facecascade.sampling import crop_groups, level_windows
+
+    images, boxes = faces
+    auto = FastCascade.untrained(Config(), levels=3, seed=0)
+    compiled, small = FastCascade.from_cascade(auto), FastCascade.from_cascade(auto)
+    compiled.compiled, small.compiled = True, False
+    assert auto.passes(COMPILE_MIN_FACES - 1) == (small_windows, small_crops)
+    got = auto.predict(images[:3], boxes[:3])
+    assert auto._compiled_passes is None  # three faces: nothing compiled was loaded
+    want = compiled.predict(images[:3], boxes[:3])
+    side = np.sqrt(np.prod(boxes[:3, 2:] - boxes[:3, :2], axis=1))
+    for k in (1, 2, 3):  # the same crop bytes; standardised in float32 instead of exactly
+        assert (np.abs(got[k] - want[k]).max(axis=(1, 2)) / side).max() <= 1e-5
+    assert auto.passes(COMPILE_MIN_FACES) == (level_windows, crop_groups)
+    assert auto.passes(1) == (level_windows, crop_groups)  # loaded: used from then on
+    assert small.passes(10 * COMPILE_MIN_FACES) == (small_windows, small_crops)
+
+
+def test_small_crops_are_the_compiled_crops():
+    from facecascade.fastpath import small_crops
+    from facecascade.plans import CropLayout
+    from facecascade.sampling import crop_groups
+
+    rng = np.random.default_rng(2)
+    grays = [rng.integers(0, 256, (int(h), int(w)), dtype=np.uint8)
+             for h, w in rng.integers(20, 120, (4, 2))]
+    index = rng.integers(0, len(grays), 30)
+    corner = rng.uniform(-20, 100, (30, 3, 2))
+    size = rng.uniform(3, 60, (30, 3, 2))
+    windows = np.concatenate([corner, corner + size], axis=-1)
+    layout = CropLayout.of([((39, 39), 1), ((15, 15), 2)])
+    for got, want in zip(small_crops(grays, index, windows, layout),
+                         crop_groups(grays, index, windows, layout, min_std=MIN_STD),
+                         strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)

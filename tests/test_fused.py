@@ -341,9 +341,10 @@ def test_fast_path_agrees_with_reference_with_aligned_widths():
 
 @pytest.mark.parametrize("patches", ["box", "points"])
 @pytest.mark.parametrize("level", [1, 2, 3])
-def test_compiled_windows_are_the_reference_windows_bit_for_bit(level, patches):
+def test_fast_windows_are_the_reference_windows_bit_for_bit(level, patches):
     from facecascade.crops import patch_frames
-    from facecascade.fastpath import level_windows
+    from facecascade.fastpath import small_windows
+    from facecascade.sampling import level_windows
 
     cfg = config_from_dict({"frame": {"patches": patches}})
     cascade = Cascade.untrained(cfg, levels=3, seed=0)
@@ -356,12 +357,13 @@ def test_compiled_windows_are_the_reference_windows_bit_for_bit(level, patches):
                                                                    - boxes[:, None, :2])
     prev[0] = prev[0, 0]  # a degenerate estimate: the frame's clip applies
     scale = cfg.frame.points_scale if level > 1 and patches == "points" else 0.0
-    windows, patch = level_windows(plan, frames, prev, scale)
     want_patch = frames if level == 1 else patch_frames(frames, prev, cfg)
-    np.testing.assert_array_equal(patch, want_patch)
-    for j, name in enumerate(plan.order):
-        np.testing.assert_array_equal(windows[:, j],
-                                      net_windows(get_spec(name), want_patch, cfg, prev))
+    for windows_of in (level_windows, small_windows):  # compiled, and numpy for a few faces
+        windows, patch = windows_of(plan, frames, prev, scale)
+        np.testing.assert_array_equal(patch, want_patch)
+        for j, name in enumerate(plan.order):
+            np.testing.assert_array_equal(windows[:, j],
+                                          net_windows(get_spec(name), want_patch, cfg, prev))
 
 
 def test_a_single_face_runs_the_grouped_graph_and_a_batch_the_separate_one():

@@ -6,7 +6,8 @@ import pytest
 
 from facecascade.crops import MIN_STD, cut, standardise
 from facecascade.geometry import window_to_output
-from facecascade.sampling import CropLayout, crop_groups
+from facecascade.plans import CropLayout
+from facecascade.sampling import crop_groups
 from facecascade.synth import generate
 
 

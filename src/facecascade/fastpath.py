@@ -5,10 +5,10 @@
 runs a level in three steps for a whole batch of faces:
 
 1. **windows** of every net of the level for every face in one compiled pass
-   (:func:`level_windows`: the patch frames of
+   (:func:`facecascade.sampling.level_windows`: the patch frames of
    :func:`facecascade.crops.patch_frames` and ``anchor + fraction * frame size``,
    the arithmetic of :func:`facecascade.crops.net_windows`, bit for bit);
-2. **crops** of all those windows, standardised, in one compiled pass per image
+2. **crops** of all those windows, standardised, in one compiled pass
    (:func:`facecascade.sampling.crop_groups`: the reference ``warpAffine`` crops to
    the bit, then :func:`facecascade.crops.standardise`);
 3. **one graph** per level (built by :mod:`facecascade.fused`): standardised crops and
@@ -23,7 +23,12 @@ runs a level in three steps for a whole batch of faces:
 
 Steps 1 and 2 are numba-compiled (``cache=True``: compiled once per machine, then
 loaded) so that a single face costs little more than its graphs: for one face the
-numpy glue of the same arithmetic took longer than the networks.
+numpy glue of the same arithmetic took longer than the networks. Loading them costs a
+process about 0.6 s, more than a few faces take without them: until a call of
+:data:`COMPILE_MIN_FACES` faces or more has loaded them, smaller calls cut their
+windows and crops with numpy and OpenCV (:func:`small_windows`, :func:`small_crops`),
+the same windows and crop bytes (``FastCascade(compiled=...)``). ``facecascade predict``
+on a photo therefore never loads numba.
 
 The graphs run on onnxruntime (one session per graph, default) or as fused torch
 modules (``backend="torch"``). **Serving needs no PyTorch**: a cascade artifact keeps
@@ -44,21 +49,20 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numba
 import numpy as np
 
 from .cascade import Cascade
 from .config import Config
-from .crops import MIN_STD, refined_faces
+from .crops import MIN_STD, cut, refined_faces, standardise
+from .geometry import window_to_output
 from .io import write_json_atomic
-from .plans import GRAPH_VERSION, OPSET, LevelPlan, plan_level
-from .sampling import crop_groups
+from .plans import GRAPH_VERSION, OPSET, CropLayout, LevelPlan, plan_level
 from .specs import get_spec
 
 if TYPE_CHECKING:
@@ -68,6 +72,8 @@ if TYPE_CHECKING:
 BACKENDS = ("onnxruntime", "torch")
 #: fewest faces in a part of a batch run by its own thread
 MIN_PART = 32
+#: faces in one call from which a :class:`FastCascade` loads its compiled passes (``compiled``)
+COMPILE_MIN_FACES = 64
 #: folder of a cascade artifact holding its level graphs
 GRAPH_DIR = "graphs"
 #: the saved graphs' index in :data:`GRAPH_DIR`
@@ -202,6 +208,15 @@ class FastCascade(Cascade):
     saved : mapping, optional
         Saved graphs known to be of these weights and params
         (:func:`read_graph_index`): levels run from them without building the networks.
+    compiled : bool, optional
+        Whether the windows and crops are cut by the compiled passes
+        (:mod:`facecascade.sampling`, numba) or by numpy and OpenCV
+        (:func:`small_windows`, :func:`small_crops`); both give the reference's windows
+        and crop bytes. By default (``None``) a call of fewer than
+        :data:`COMPILE_MIN_FACES` faces uses numpy and OpenCV until a larger one has
+        loaded the compiled passes, used for every call after it: loading them costs
+        about 0.6 s of a process's start (numba and its registries), which a few faces
+        never repay. ``True`` loads them on first use (servers: :meth:`load_compiled`).
 
     The networks (:attr:`nets`) are built on first use: from saved graphs a cascade
     predicts without them, and without PyTorch. The graphs are loaded or exported on
@@ -214,7 +229,8 @@ class FastCascade(Cascade):
                  levels: int, device: str | torch.device | None = None,
                  backend: str = "onnxruntime", threads: int | None = None,
                  graphs: str | Path | None = None,
-                 saved: Mapping[tuple[int, bool], SavedGraph] | None = None) -> None:
+                 saved: Mapping[tuple[int, bool], SavedGraph] | None = None,
+                 compiled: bool | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend == {backend!r}, must be one of {BACKENDS}")
         self._setup(cfg, weights, levels=levels, device=device)  # nets: on first use
@@ -226,12 +242,30 @@ class FastCascade(Cascade):
         self._runners: dict[tuple[int, bool], tuple[LevelPlan, Any]] = {}
         self._window_plans: dict[int, LevelPlan] = {}
         self._sessions: dict[Path, _OrtLevel] = {}
+        self.compiled = compiled
+        self._compiled_passes: tuple[Callable, Callable] | None = None
 
     @classmethod
     def from_cascade(cls, cascade: Cascade, **kwargs: Any) -> FastCascade:
         """The fast path of an existing (reference) cascade's weights."""
         weights = {n: net.state_dict() for n, net in cascade.nets.items()}
         return cls(cascade.cfg, weights, levels=cascade.levels, **kwargs)
+
+    def load_compiled(self) -> tuple[Callable, Callable]:
+        """Load the compiled windows and crops passes (numba; once per process a few
+        tenths of a second): every later call uses them."""
+        if self._compiled_passes is None:
+            from .sampling import crop_groups, level_windows
+
+            self._compiled_passes = (level_windows, crop_groups)
+        return self._compiled_passes
+
+    def passes(self, count: int) -> tuple[Callable, Callable]:
+        """The windows and crops functions a call of ``count`` faces uses (:attr:`compiled`)."""
+        if self.compiled or (self.compiled is None and (self._compiled_passes is not None
+                                                        or count >= COMPILE_MIN_FACES)):
+            return self.load_compiled()
+        return small_windows, small_crops
 
     def reference(self) -> Cascade:
         """The reference :class:`Cascade` of the same weights."""
@@ -357,6 +391,7 @@ class FastCascade(Cascade):
         prev = (np.zeros((n, 5, 2)) if level == 1 else
                 np.ascontiguousarray(prev, np.float64))
         points = level > 1 and self.cfg.frame.patches == "points"
+        level_windows, crop_groups = self.passes(n)
         windows, patch = level_windows(plan, frames, prev,
                                        self.cfg.frame.points_scale if points else 0.0)
         out = np.empty((n, 5, 2))
@@ -400,50 +435,50 @@ class FastCascade(Cascade):
         return out
 
 
-@numba.njit(cache=True, nogil=True)
-def _level_windows(frames: np.ndarray, prev: np.ndarray, fractions: np.ndarray,
-                   anchors: np.ndarray, points_scale: float, windows: np.ndarray,
-                   patch: np.ndarray) -> None:
-    for i in range(frames.shape[0]):
-        left, top, right, bottom = frames[i, 0], frames[i, 1], frames[i, 2], frames[i, 3]
-        if points_scale > 0:  # frame.points_frame, operation for operation
-            p = prev[i]
-            dx, dy = p[1, 0] - p[0, 0], p[1, 1] - p[0, 1]
-            iod = np.sqrt(dx * dx + dy * dy)
-            dx = (p[3, 0] + p[4, 0]) / 2 - (p[0, 0] + p[1, 0]) / 2
-            dy = (p[3, 1] + p[4, 1]) / 2 - (p[0, 1] + p[1, 1]) / 2
-            size = points_scale * np.sqrt(iod * np.sqrt(dx * dx + dy * dy))
-            side = np.sqrt((right - left) * (bottom - top))
-            size = min(max(size, 0.5 * side), 2.0 * side)
-            cx, cy, half = (left + right) / 2, (top + bottom) / 2, size / 2
-            left, top, right, bottom = cx - half, cy - half, cx + half, cy + half
-        patch[i, 0], patch[i, 1], patch[i, 2], patch[i, 3] = left, top, right, bottom
-        w, h = right - left, bottom - top
-        for j in range(fractions.shape[0]):
-            if anchors[j] < 0:
-                ax, ay = left, top
-            else:
-                ax, ay = prev[i, anchors[j], 0], prev[i, anchors[j], 1]
-            windows[i, j, 0] = ax + fractions[j, 0] * w
-            windows[i, j, 1] = ay + fractions[j, 1] * h
-            windows[i, j, 2] = ax + fractions[j, 2] * w
-            windows[i, j, 3] = ay + fractions[j, 3] * h
+# ---------------------------------------------------------------------------- small batches
 
-
-def level_windows(plan: LevelPlan, frames: np.ndarray, prev: np.ndarray,
+def small_windows(plan: LevelPlan, frames: np.ndarray, prev: np.ndarray,
                   points_scale: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Windows ``(n, m, 4)`` of the plan's nets and the patch frames ``(n, 4)`` they use.
-
-    ``frames`` are the faces' box frames; with ``points_scale > 0`` (``frame.patches:
-    points``, levels 2 and 3) the patch frames are
-    :func:`facecascade.frame.points_frame` of ``prev``, else ``frames``. A level-1 window
-    is anchored at its frame's top-left corner, a patch window at the previous estimate
-    of its point. The same numbers as :func:`facecascade.crops.patch_frames` and
-    :func:`facecascade.crops.net_windows`, bit for bit, in one compiled pass.
-    """
-    frames = np.ascontiguousarray(frames, np.float64)
-    n, m = len(frames), len(plan.order)
-    windows, patch = np.empty((n, m, 4)), np.empty((n, 4))
-    _level_windows(frames, np.ascontiguousarray(prev, np.float64), plan.fractions,
-                   plan.anchors, float(points_scale), windows, patch)
+    """:func:`facecascade.sampling.level_windows` in numpy, operation for operation (the
+    same numbers, bit for bit), without compiling anything: for a few faces."""
+    frames = np.asarray(frames, np.float64)
+    prev = np.asarray(prev, np.float64)
+    left, top, right, bottom = frames.T
+    if points_scale > 0:  # frame.points_frame, as the compiled pass computes it
+        dx, dy = prev[:, 1, 0] - prev[:, 0, 0], prev[:, 1, 1] - prev[:, 0, 1]
+        iod = np.sqrt(dx * dx + dy * dy)
+        dx = (prev[:, 3, 0] + prev[:, 4, 0]) / 2 - (prev[:, 0, 0] + prev[:, 1, 0]) / 2
+        dy = (prev[:, 3, 1] + prev[:, 4, 1]) / 2 - (prev[:, 0, 1] + prev[:, 1, 1]) / 2
+        size = points_scale * np.sqrt(iod * np.sqrt(dx * dx + dy * dy))
+        side = np.sqrt((right - left) * (bottom - top))
+        size = np.minimum(np.maximum(size, 0.5 * side), 2.0 * side)
+        cx, cy, half = (left + right) / 2, (top + bottom) / 2, size / 2
+        left, top, right, bottom = cx - half, cy - half, cx + half, cy + half
+    patch = np.stack([left, top, right, bottom], axis=1)
+    w, h = (right - left)[:, None], (bottom - top)[:, None]
+    anchored = plan.anchors >= 0
+    anchor = prev[:, np.maximum(plan.anchors, 0)]  # (n, m, 2)
+    ax = np.where(anchored, anchor[..., 0], left[:, None])
+    ay = np.where(anchored, anchor[..., 1], top[:, None])
+    f = plan.fractions
+    windows = np.stack([ax + f[:, 0] * w, ay + f[:, 1] * h, ax + f[:, 2] * w,
+                        ay + f[:, 3] * h], axis=-1)
     return windows, patch
+
+
+def small_crops(grays: Sequence[np.ndarray], image_index: np.ndarray, windows: np.ndarray,
+                layout: CropLayout, *, min_std: float = MIN_STD) -> list[np.ndarray]:
+    """:func:`facecascade.sampling.crop_groups` with the reference's own functions
+    (``warpAffine`` per window, :func:`facecascade.crops.standardise`), without compiling
+    anything: for a few faces."""
+    n = len(windows)
+    outs, first = [], 0
+    for (w, h), count in layout.groups:
+        out = np.empty((n, count, h, w), np.float32)
+        for row in range(n):
+            maps = window_to_output(windows[row, first:first + count], (w, h))
+            crops = cut(grays[image_index[row]], maps, (w, h))
+            out[row] = standardise(crops, (w, h), min_std=min_std)[:, 0]
+        outs.append(out)
+        first += count
+    return outs

@@ -11,7 +11,7 @@ the layout of those graphs: a saved graph of another layout is not used.
 from __future__ import annotations
 
 import functools
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,6 @@ import numpy as np
 
 from .config import Config
 from .crops import net_windows
-from .sampling import CropLayout
 from .specs import get_spec, level_nets
 
 #: ONNX opset of the level graphs
@@ -32,6 +31,28 @@ OPSET = 17
 MIN_GROUP = 3
 #: layout version of the level graphs; part of a graph's key and of the graph index
 GRAPH_VERSION = 3
+
+
+@dataclass(frozen=True)
+class CropLayout:
+    """Where each window's crop goes: groups of ``((W, H), count)``; per window its crop
+    size ``sizes (m, 2)``, its ``group`` and its ``slot`` in the group
+    (:func:`facecascade.sampling.crop_groups`)."""
+
+    groups: tuple[tuple[tuple[int, int], int], ...]
+    sizes: np.ndarray
+    group: np.ndarray
+    slot: np.ndarray
+
+    @classmethod
+    def of(cls, groups: Sequence[tuple[tuple[int, int], int]]) -> CropLayout:
+        """The layout of ``groups``: ``((W, H), count)`` in window order."""
+        groups = tuple((tuple(int(v) for v in size), int(count)) for size, count in groups)
+        return cls(groups,
+                   np.array([size for size, count in groups for _ in range(count)], np.int64),
+                   np.array([g for g, (_, count) in enumerate(groups) for _ in range(count)],
+                            np.int64),
+                   np.array([s for _, count in groups for s in range(count)], np.int64))
 
 
 @dataclass(frozen=True)

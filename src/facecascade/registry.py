@@ -57,14 +57,17 @@ CHAMPION = "champion"
 class CascadeModel(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc model of a landmark cascade.
 
-    ``load_context`` loads the cascade from artifact ``cascade`` and the request
-    limits from the model config; ``predict`` is :func:`facecascade.request.predict_frame`,
+    ``load_context`` loads the cascade from artifact ``cascade`` (with the fast path's
+    compiled passes: a served model answers many requests of a face or two) and the
+    request limits from the model config; ``predict`` is :func:`facecascade.request.predict_frame`,
     with request errors raised as ``MlflowException(INVALID_PARAMETER_VALUE)``, which
     ``mlflow models serve`` answers with HTTP 400 and the reason.
     """
 
     def load_context(self, context: Any) -> None:
         self.cascade = load_cascade(context.artifacts["cascade"], device="cpu")
+        if hasattr(self.cascade, "load_compiled"):  # the fast path (an artifact's default)
+            self.cascade.load_compiled()
         conf = dict(context.model_config or {})
         self.limits = {"max_image_bytes": int(conf.get("max_image_bytes", 10_000_000)),
                        "max_image_pixels": int(conf.get("max_image_pixels", 40_000_000)),

@@ -1,4 +1,10 @@
-"""Crops of many windows at once: every face and every network of a level, compiled.
+"""The fast path's compiled passes: a level's windows and crops for many faces at once.
+
+:func:`level_windows` places every net's window for every face (the arithmetic of
+:func:`facecascade.crops.patch_frames` and :func:`facecascade.crops.net_windows`, bit for
+bit); :func:`crop_groups` cuts them. Both are numba-compiled (``cache=True``); loading
+them costs a process about 0.6 s, which :class:`facecascade.fastpath.FastCascade` spends
+only on calls of many faces (``compiled``).
 
 The reference crops (:func:`facecascade.crops.cut`) call ``cv2.warpAffine`` once
 per window (``INTER_LINEAR``, ``BORDER_REPLICATE``) with the map
@@ -32,11 +38,12 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numba
 import numpy as np
+
+from .plans import CropLayout, LevelPlan
 
 #: OpenCV's fixed-point constants of ``warpAffine`` / ``remap`` (``imgwarp.cpp``)
 AB_BITS = 10
@@ -113,27 +120,6 @@ def _crop_faces(img: np.ndarray, rows: np.ndarray, windows: np.ndarray, sizes: n
                         out[y, x] = (out[y, x] - mean) / std
 
 
-@dataclass(frozen=True)
-class CropLayout:
-    """Where each window's crop goes: groups of ``((W, H), count)``; per window its crop
-    size ``sizes (m, 2)``, its ``group`` and its ``slot`` in the group (:func:`crop_groups`)."""
-
-    groups: tuple[tuple[tuple[int, int], int], ...]
-    sizes: np.ndarray
-    group: np.ndarray
-    slot: np.ndarray
-
-    @classmethod
-    def of(cls, groups: Sequence[tuple[tuple[int, int], int]]) -> CropLayout:
-        """The layout of ``groups``: ``((W, H), count)`` in window order."""
-        groups = tuple((tuple(int(v) for v in size), int(count)) for size, count in groups)
-        return cls(groups,
-                   np.array([size for size, count in groups for _ in range(count)], np.int64),
-                   np.array([g for g, (_, count) in enumerate(groups) for _ in range(count)],
-                            np.int64),
-                   np.array([s for _, count in groups for s in range(count)], np.int64))
-
-
 def crop_groups(grays: Sequence[np.ndarray], image_index: np.ndarray, windows: np.ndarray,
                 groups: Sequence[tuple[tuple[int, int], int]] | CropLayout, *,
                 min_std: float | None = None) -> list[np.ndarray]:
@@ -172,3 +158,54 @@ def crop_groups(grays: Sequence[np.ndarray], image_index: np.ndarray, windows: n
         _crop_faces(np.ascontiguousarray(img), rows, windows, layout.sizes, layout.group,
                     layout.slot, outs, std, min_std is not None)
     return list(outs)
+
+
+# ---------------------------------------------------------------------------- windows
+
+@numba.njit(cache=True, nogil=True)
+def _level_windows(frames: np.ndarray, prev: np.ndarray, fractions: np.ndarray,
+                   anchors: np.ndarray, points_scale: float, windows: np.ndarray,
+                   patch: np.ndarray) -> None:
+    for i in range(frames.shape[0]):
+        left, top, right, bottom = frames[i, 0], frames[i, 1], frames[i, 2], frames[i, 3]
+        if points_scale > 0:  # frame.points_frame, operation for operation
+            p = prev[i]
+            dx, dy = p[1, 0] - p[0, 0], p[1, 1] - p[0, 1]
+            iod = np.sqrt(dx * dx + dy * dy)
+            dx = (p[3, 0] + p[4, 0]) / 2 - (p[0, 0] + p[1, 0]) / 2
+            dy = (p[3, 1] + p[4, 1]) / 2 - (p[0, 1] + p[1, 1]) / 2
+            size = points_scale * np.sqrt(iod * np.sqrt(dx * dx + dy * dy))
+            side = np.sqrt((right - left) * (bottom - top))
+            size = min(max(size, 0.5 * side), 2.0 * side)
+            cx, cy, half = (left + right) / 2, (top + bottom) / 2, size / 2
+            left, top, right, bottom = cx - half, cy - half, cx + half, cy + half
+        patch[i, 0], patch[i, 1], patch[i, 2], patch[i, 3] = left, top, right, bottom
+        w, h = right - left, bottom - top
+        for j in range(fractions.shape[0]):
+            if anchors[j] < 0:
+                ax, ay = left, top
+            else:
+                ax, ay = prev[i, anchors[j], 0], prev[i, anchors[j], 1]
+            windows[i, j, 0] = ax + fractions[j, 0] * w
+            windows[i, j, 1] = ay + fractions[j, 1] * h
+            windows[i, j, 2] = ax + fractions[j, 2] * w
+            windows[i, j, 3] = ay + fractions[j, 3] * h
+
+
+def level_windows(plan: LevelPlan, frames: np.ndarray, prev: np.ndarray,
+                  points_scale: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Windows ``(n, m, 4)`` of the plan's nets and the patch frames ``(n, 4)`` they use.
+
+    ``frames`` are the faces' box frames; with ``points_scale > 0`` (``frame.patches:
+    points``, levels 2 and 3) the patch frames are
+    :func:`facecascade.frame.points_frame` of ``prev``, else ``frames``. A level-1 window
+    is anchored at its frame's top-left corner, a patch window at the previous estimate
+    of its point. The same numbers as :func:`facecascade.crops.patch_frames` and
+    :func:`facecascade.crops.net_windows`, bit for bit, in one compiled pass.
+    """
+    frames = np.ascontiguousarray(frames, np.float64)
+    n, m = len(frames), len(plan.order)
+    windows, patch = np.empty((n, m, 4)), np.empty((n, 4))
+    _level_windows(frames, np.ascontiguousarray(prev, np.float64), plan.fractions,
+                   plan.anchors, float(points_scale), windows, patch)
+    return windows, patch

@@ -141,6 +141,9 @@ def test_champion_predicts_from_path_and_base64_with_box(champion, tmp_path):
     # path and base64 of the same pixels give the same points
     # (to float32 precision: the fast path's sums depend on the face's place in the batch)
     np.testing.assert_allclose(out.iloc[0, 2:], out.iloc[1, 2:], atol=1e-4)
+    # a served model cuts even one face with the compiled passes, loaded when it started
+    cascade = champion.unwrap_python_model().cascade
+    assert cascade._compiled_passes is not None and cascade.passes(1) == cascade.load_compiled()
 
 
 def test_the_champion_serves_without_importing_torch(champion, store, tmp_path):

@@ -60,6 +60,7 @@ import numpy as np
 from .cascade import Cascade
 from .config import Config
 from .crops import MIN_STD, cut, refined_faces, standardise
+from .frame import points_frame
 from .geometry import window_to_output
 from .io import write_json_atomic
 from .plans import GRAPH_VERSION, OPSET, CropLayout, LevelPlan, plan_level
@@ -439,22 +440,13 @@ class FastCascade(Cascade):
 
 def small_windows(plan: LevelPlan, frames: np.ndarray, prev: np.ndarray,
                   points_scale: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`facecascade.sampling.level_windows` in numpy, operation for operation (the
-    same numbers, bit for bit), without compiling anything: for a few faces."""
+    """:func:`facecascade.sampling.level_windows` in numpy (the reference's own
+    :func:`facecascade.frame.points_frame`; the same numbers, bit for bit), without
+    compiling anything: for a few faces."""
     frames = np.asarray(frames, np.float64)
     prev = np.asarray(prev, np.float64)
-    left, top, right, bottom = frames.T
-    if points_scale > 0:  # frame.points_frame, as the compiled pass computes it
-        dx, dy = prev[:, 1, 0] - prev[:, 0, 0], prev[:, 1, 1] - prev[:, 0, 1]
-        iod = np.sqrt(dx * dx + dy * dy)
-        dx = (prev[:, 3, 0] + prev[:, 4, 0]) / 2 - (prev[:, 0, 0] + prev[:, 1, 0]) / 2
-        dy = (prev[:, 3, 1] + prev[:, 4, 1]) / 2 - (prev[:, 0, 1] + prev[:, 1, 1]) / 2
-        size = points_scale * np.sqrt(iod * np.sqrt(dx * dx + dy * dy))
-        side = np.sqrt((right - left) * (bottom - top))
-        size = np.minimum(np.maximum(size, 0.5 * side), 2.0 * side)
-        cx, cy, half = (left + right) / 2, (top + bottom) / 2, size / 2
-        left, top, right, bottom = cx - half, cy - half, cx + half, cy + half
-    patch = np.stack([left, top, right, bottom], axis=1)
+    patch = points_frame(prev, points_scale, frames) if points_scale > 0 else frames
+    left, top, right, bottom = patch.T
     w, h = (right - left)[:, None], (bottom - top)[:, None]
     anchored = plan.anchors >= 0
     anchor = prev[:, np.maximum(plan.anchors, 0)]  # (n, m, 2)

@@ -222,21 +222,29 @@ def profile_single(fast: FastCascade, images: Sequence[np.ndarray], boxes: np.nd
     return out
 
 
-def one_photo(photo: Path, model_dir: Path, runs: int = 5) -> dict[str, Any]:
-    """Wall time of ``facecascade predict PHOTO`` (the detector finds the face): what a
-    user waits for one photo, process start included; the median of ``runs`` runs."""
+def _cli_predict(args: list[str], runs: int) -> tuple[list[float], int]:
+    """Wall times of ``runs`` runs of ``facecascade predict ARGS --out ... --quiet`` (a
+    subprocess: process start included) and the rows of its table."""
     exe = Path(sys.executable).with_name("facecascade")
     times = []
-    load = _load()
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [str(exe), "predict", str(photo), "--model", str(model_dir),
-               "--out", str(Path(tmp) / "points.csv"), "--quiet"]
+        out = Path(tmp) / "points.csv"
+        cmd = [str(exe), "predict", *args, "--out", str(out), "--quiet"]
         for _ in range(runs):
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             times.append(time.perf_counter() - t0)
             if proc.returncode != 0:
-                raise SystemExit(f"facecascade predict PHOTO failed:\n{proc.stderr[-2000:]}")
+                raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+        rows = sum(1 for _ in open(out)) - 1
+    return times, rows
+
+
+def one_photo(photo: Path, model_dir: Path, runs: int = 5) -> dict[str, Any]:
+    """Wall time of ``facecascade predict PHOTO`` (the detector finds the face): what a
+    user waits for one photo, process start included; the median of ``runs`` runs."""
+    load = _load()
+    times, _ = _cli_predict([str(photo), "--model", str(model_dir)], runs)
     return {"seconds": round(statistics.median(times), 3), "runs": [round(t, 3) for t in times],
             "load_avg": load}
 
@@ -245,20 +253,10 @@ def whole_list(data: Path, list_name: str, fmt: str, model_dir: Path,
                runs: int = 3) -> dict[str, Any]:
     """Wall time of ``facecascade predict --list`` over the whole list (CLI defaults):
     the median of ``runs`` runs, as one run moves by 10-20% on a shared machine."""
-    exe = Path(sys.executable).with_name("facecascade")
-    times = []
     load = _load()
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [str(exe), "predict", "--list", str(data / list_name), "--format", fmt,
-               "--root", str(data / "images"), "--model", str(model_dir),
-               "--out", str(Path(tmp) / "points.csv"), "--quiet"]
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            times.append(time.perf_counter() - t0)
-            if proc.returncode != 0:
-                raise SystemExit(f"facecascade predict --list failed:\n{proc.stderr[-2000:]}")
-        rows = sum(1 for _ in open(Path(tmp) / "points.csv")) - 1
+    times, rows = _cli_predict(["--list", str(data / list_name), "--format", fmt,
+                                "--root", str(data / "images"), "--model", str(model_dir)],
+                               runs)
     seconds = statistics.median(times)
     return {"seconds": round(seconds, 2), "runs": [round(t, 2) for t in times], "faces": rows,
             "faces_per_s": round(rows / seconds), "load_avg": load,

@@ -26,9 +26,15 @@ It measures, in one run (so the ratios share the machine's load):
   worker's first line and from the last worker's end to the level's end, and per-net
   training samples/s;
 - MLflow: logging each job as a network run from the driver (SQLite store);
+- where the CPU goes while the Ray level runs: every process of the local Ray (all of them
+  descend from this one) sampled with psutil, by kind (``ray::RayTrainWorker``, each of Ray
+  Train's per-job helper actors, Ray's own daemons), and the share of the machine that is
+  not training;
 
 and prints each figure beside its goal: the level's wall time at most 1.25 x (sum of
 the plain loop / cores), each net's samples/s under Ray at least 0.9 x the plain loop's.
+Beside the JSON it draws ``level_overhead_{data}.png``: each job's nets on a time line
+against the ideal and the plain loop on one process per core, and the CPU by process kind.
 ``--recipe recipes/real.yaml`` trains with the real-data recipe's settings (batch size,
 epochs, optimiser, windows...), as ``make real`` does.
 Ray lowers its workers' CPU priority by default (``RAY_worker_niceness``); the bench sets
@@ -47,10 +53,13 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import psutil
 import torch
 import yaml
 from benchdata import load_average, machine
@@ -59,7 +68,7 @@ from facecascade import orchestration, tracking
 from facecascade.config import Config, load_config
 from facecascade.crops import read_crop_table, write_level_crops
 from facecascade.formats import assign_split, faces_to_arrays, ingest
-from facecascade.io import write_json_atomic
+from facecascade.io import atomic_path, write_json_atomic
 from facecascade.recipe import flatten, load_recipe
 from facecascade.specs import level_nets, net_options
 from facecascade.synth import write_synthetic_dataset
@@ -68,6 +77,8 @@ from facecascade.train import VAL_BATCH, ArrayBatches, fit_one
 ROOT = Path(__file__).resolve().parents[1]
 #: goals of the level's wall time (x sum of plain loop / cores) and of samples/s (x plain)
 WALL_GOAL, RATE_GOAL = 1.25, 0.9
+#: the process kind of Ray Train's workers, which run the training loop
+TRAINING_KIND = "ray::RayTrainWorker"
 
 
 def _recipe(args: argparse.Namespace, cfg: Config) -> dict:
@@ -155,6 +166,84 @@ def plain_parallel(nets: list[str], crops: Path, cfg: Config, level: int,
             "shares": shares, "samples_per_s": rates}
 
 
+def process_kind(proc: psutil.Process) -> str | None:
+    """What a process of the local Ray is: its Ray title (``ray::RayTrainWorker``, a task's
+    name...) or its program (``raylet``, ``gcs_server``, ``log_monitor.py``...); None if gone.
+
+    >>> process_kind(psutil.Process()) in {"python", "python3", "python3.11", "pytest"}
+    True
+    """
+    try:
+        cmd = proc.cmdline()
+    except psutil.Error:
+        return None
+    if not cmd:
+        return None
+    if cmd[0].startswith("ray::"):
+        title = cmd[0].split()[0].split(".")[0]  # an actor's title names its method too
+        # launching tasks are named after their job (train-RUN-NETS...)
+        return "ray::(launching task)" if title.startswith("ray::train-") else title
+    scripts = [Path(a).name for a in cmd[1:3] if a.endswith(".py")]
+    return scripts[0] if scripts else Path(cmd[0]).name
+
+
+class ProcessCpu:
+    """CPU seconds of this process's descendants while the block runs, by kind.
+
+    Sampled every ``every`` s in a thread (a process that ends between two samples loses
+    at most that much of its CPU); a process keeps the last kind seen other than
+    ``ray::IDLE`` (a pooled worker is idle before and after its task; a worker with a
+    runtime environment is ``setup_worker.py`` until it takes its title), and the CPU
+    it had before the block is not counted.
+    """
+
+    def __init__(self, every: float = 1.0) -> None:
+        self.every = every
+        self._seen: dict[int, list] = {}  # pid -> [kind, cpu at first sight, last cpu]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="process-cpu", daemon=True)
+        self._first = True
+
+    def _sample(self) -> None:
+        for proc in psutil.Process().children(recursive=True):
+            kind = process_kind(proc)
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            if kind is None:
+                continue
+            cpu = times.user + times.system
+            entry = self._seen.setdefault(proc.pid, [kind, cpu if self._first else 0.0, cpu])
+            entry[2] = cpu
+            if kind != "ray::IDLE":
+                entry[0] = kind
+        self._first = False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def __enter__(self) -> ProcessCpu:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def by_kind(self) -> dict[str, dict[str, float]]:
+        """``{kind: {"processes", "cpu_s"}}``, most CPU first."""
+        out: dict[str, dict[str, float]] = {}
+        for kind, first, last in self._seen.values():
+            row = out.setdefault(kind, {"processes": 0, "cpu_s": 0.0})
+            row["processes"] += 1
+            row["cpu_s"] += last - first
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]["cpu_s"]))
+
+
 def ray_level(crops: Path, cfg: Config, level: int, tmp: Path) -> tuple:
     """``train_level`` on a fresh local Ray, then each job logged to MLflow."""
     t = time.perf_counter()
@@ -164,8 +253,14 @@ def ray_level(crops: Path, cfg: Config, level: int, tmp: Path) -> tuple:
 
     cores = int(ray.cluster_resources().get("CPU", os.cpu_count()))
     try:
-        result = orchestration.train_level(level, crop_dir=crops, out_dir=tmp / "out", cfg=cfg,
-                                           run_name="bench", storage_path=tmp / "ray")
+        driver0 = time.process_time()
+        with ProcessCpu() as cpu:
+            result = orchestration.train_level(level, crop_dir=crops, out_dir=tmp / "out",
+                                               cfg=cfg, run_name="bench",
+                                               storage_path=tmp / "ray")
+        cpu_by_kind = {"driver (this process)": {"processes": 1,
+                                                 "cpu_s": time.process_time() - driver0},
+                       **cpu.by_kind()}
     finally:
         orchestration.shutdown()
     import mlflow
@@ -180,10 +275,29 @@ def ray_level(crops: Path, cfg: Config, level: int, tmp: Path) -> tuple:
     for job in result.jobs.values():
         tracking.log_network_run(client, level_id, job)
     mlflow_s = (time.perf_counter() - t) / len(result.jobs)
-    return result, init_s, cores, mlflow_s
+    return result, init_s, cores, mlflow_s, cpu_by_kind
 
 
-def figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s, parallel) -> dict:
+def cpu_figures(cpu_by_kind: dict[str, dict[str, float]], wall: float,
+                cores: int) -> dict[str, Any]:
+    """The level's CPU by process kind: what trained, and what Ray itself took.
+
+    >>> f = cpu_figures({"ray::RayTrainWorker": {"processes": 2, "cpu_s": 18.0},
+    ...                  "raylet": {"processes": 1, "cpu_s": 1.0}}, wall=10.0, cores=2)
+    >>> f["training_cpu_s"], f["other_cpu_s"], f["other_cpu_share_of_machine"]
+    (18.0, 1.0, 0.05)
+    """
+    training = cpu_by_kind.get(TRAINING_KIND, {}).get("cpu_s", 0.0)
+    other = sum(v["cpu_s"] for k, v in cpu_by_kind.items() if k != TRAINING_KIND)
+    return {"cpu_by_process_kind": {k: {"processes": v["processes"],
+                                        "cpu_s": round(v["cpu_s"], 2)}
+                                    for k, v in cpu_by_kind.items()},
+            "training_cpu_s": round(training, 2), "other_cpu_s": round(other, 2),
+            "other_cpu_share_of_machine": round(other / (wall * cores), 4)}
+
+
+def figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s, parallel,
+            cpu_by_kind) -> dict:
     """The figures of one run, each beside its goal."""
     jobs = result.jobs
     plain_sum = sum(p["seconds"] for p in plain.values())
@@ -227,11 +341,64 @@ def figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s, parallel) 
         "recipe": Path(args.recipe).name if args.recipe else None,
         "overrides": args.set,
         "mlflow_log_per_job_s": mlflow_s,
+        **cpu_figures(cpu_by_kind, result.seconds, cores),
         "plain_s": {n: p["seconds"] for n, p in plain.items()},
         "ray_job_s": {n: j.seconds for n, j in jobs.items()},
         "samples_per_s": rates,
         "machine": machine(args.load_at_start),
     }
+
+
+def plot(fig: dict[str, Any], result: orchestration.LevelResult, parallel: dict,
+         path: Path) -> Path:
+    """The level on a time line (each job a row, each net a bar, from the worker's first
+    line) against the ideal, the goal and the plain loop on one process per core; and the
+    CPU of every kind of process while it ran."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 6.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    timeline, cpu = figure.subplots(2, 1, height_ratios=(1, 1.3))
+    rows = {tuple(j.params["job_nets"]): None for j in result.jobs.values()}
+    colours = iter([f"C{i}" for i in range(10)] * 2)
+    for row, nets in enumerate(rows):
+        for net in nets:
+            job = result.jobs[net]
+            if job.start is None or job.end is None:
+                continue
+            left = job.start - result.start
+            timeline.barh(row, job.end - job.start, left=left, color=next(colours),
+                          edgecolor="white")
+            timeline.text(left + (job.end - job.start) / 2, row, net, ha="center",
+                          va="center", fontsize=8, color="white")
+    marks = [(fig["ideal_wall_s"], "ideal (plain loop / cores)", "k", "-"),
+             (WALL_GOAL * fig["ideal_wall_s"], f"goal ({WALL_GOAL} x ideal)", "k", "--"),
+             (parallel["wall_s"], "plain loop, one process per core", "C7", "-."),
+             (result.seconds, "the level under Ray", "C3", "-")]
+    for x, label, colour, style in marks:
+        timeline.axvline(x, color=colour, linestyle=style, label=f"{label}: {x:.1f} s")
+    timeline.set_yticks(range(len(rows)), [f"job {i + 1}" for i in range(len(rows))])
+    timeline.set_xlabel("seconds from the level's start (each net from its worker's first "
+                        "line; the first one's includes the worker's imports)")
+    timeline.set_title(f"level {fig['level']} on {fig['data']}: {fig['nets']} nets in "
+                       f"{fig['concurrency']} Ray Train jobs, {fig['cores']} cores")
+    timeline.set_xlim(0, 1.02 * max(x for x, *_ in marks))
+    timeline.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    kinds = list(fig["cpu_by_process_kind"].items())[:14][::-1]
+    cpu.barh([k for k, _ in kinds], [v["cpu_s"] for _, v in kinds],
+             color=["C0" if k == TRAINING_KIND else "C1" for k, _ in kinds])
+    for i, (_, v) in enumerate(kinds):
+        cpu.text(v["cpu_s"], i, f" {v['cpu_s']:.1f} s ({v['processes']})", va="center",
+                 fontsize=8)
+    cpu.tick_params(axis="y", labelsize=8)
+    cpu.set_xlabel("CPU seconds while the level ran (processes of that kind)")
+    cpu.set_title(f"training {fig['training_cpu_s']:.0f} s; everything else "
+                  f"{fig['other_cpu_s']:.0f} s = {fig['other_cpu_share_of_machine']:.0%} of "
+                  f"{fig['cores']} cores x {fig['level_wall_s']:.0f} s")
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return path
 
 
 def main() -> int:
@@ -272,11 +439,13 @@ def main() -> int:
     before = plain_loop(nets, crops, cfg, args.level)
     os.environ.setdefault("RAY_worker_niceness", "0")
     with tempfile.TemporaryDirectory(prefix="fc-bench-") as tmp:
-        result, init_s, cores, mlflow_s = ray_level(crops, cfg, args.level, Path(tmp))
+        result, init_s, cores, mlflow_s, cpu_by_kind = ray_level(crops, cfg, args.level,
+                                                                 Path(tmp))
     parallel = plain_parallel(nets, crops, cfg, args.level, cores)
     after = plain_loop(nets, crops, cfg, args.level) if args.plain_runs > 1 else before
     plain = {net: min(before[net], after[net], key=lambda p: p["seconds"]) for net in nets}
-    fig = figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s, parallel)
+    fig = figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s, parallel,
+                  cpu_by_kind)
     print(json.dumps({k: v for k, v in fig.items() if not isinstance(v, dict)}, indent=2))
     print(f"level {args.level} ({fig['data']}): wall {fig['level_wall_s']:.1f} s against "
           f"ideal {fig['ideal_wall_s']:.1f} s = plain loop {fig['plain_sum_s']:.1f} s / "
@@ -286,7 +455,11 @@ def main() -> int:
           f"(goal >= {RATE_GOAL}); the plain loop on {cores} processes at once: "
           f"{fig['plain_parallel_wall_s']:.1f} s ({fig['plain_parallel_over_ideal']:.2f} x ideal, "
           f"samples/s {fig['plain_parallel_samples_per_s_ratio_median']:.2f} x)")
+    print(f"CPU while the level ran: training {fig['training_cpu_s']:.1f} s, everything else "
+          f"{fig['other_cpu_s']:.1f} s = {fig['other_cpu_share_of_machine']:.1%} of the "
+          f"machine ({cores} cores x {fig['level_wall_s']:.1f} s)")
     write_json_atomic(fig, out)
+    print(f"-> {out}, {plot(fig, result, parallel, out.with_suffix('.png'))}")
     return 0
 
 

@@ -25,6 +25,8 @@ It measures, in one run (so the ratios share the machine's load):
   (first line of the worker to its end), the time from the level's start to the first
   worker's first line and from the last worker's end to the level's end, and per-net
   training samples/s;
+- the control: the level's first net as the only job on the same Ray (the other cores
+  idle), its samples/s against the plain loop's;
 - MLflow: logging each job as a network run from the driver (SQLite store);
 - where the CPU goes while the Ray level runs: every process of the local Ray (all of them
   descend from this one) sampled with psutil, by kind (``ray::RayTrainWorker``, each of Ray
@@ -47,6 +49,7 @@ it to 0 so that on a shared machine the workers compete as the plain loop does.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -244,8 +247,21 @@ class ProcessCpu:
         return dict(sorted(out.items(), key=lambda kv: -kv[1]["cpu_s"]))
 
 
-def ray_level(crops: Path, cfg: Config, level: int, tmp: Path) -> tuple:
-    """``train_level`` on a fresh local Ray, then each job logged to MLflow."""
+@dataclasses.dataclass
+class RayRun:
+    """The Ray level of one bench run."""
+
+    result: orchestration.LevelResult
+    init_s: float  #: ``ray.init``
+    cores: int
+    mlflow_s: float  #: logging one job as a network run
+    cpu_by_kind: dict[str, dict[str, float]]  #: while the level ran (:class:`ProcessCpu`)
+    alone: orchestration.LevelResult  #: the level's first net as the cluster's only job
+
+
+def ray_level(crops: Path, cfg: Config, level: int, tmp: Path) -> RayRun:
+    """``train_level`` on a fresh local Ray, the level's first net alone on it (the control:
+    one job with the other cores idle), then each job logged to MLflow."""
     t = time.perf_counter()
     orchestration.connect()
     init_s = time.perf_counter() - t
@@ -261,6 +277,9 @@ def ray_level(crops: Path, cfg: Config, level: int, tmp: Path) -> tuple:
         cpu_by_kind = {"driver (this process)": {"processes": 1,
                                                  "cpu_s": time.process_time() - driver0},
                        **cpu.by_kind()}
+        alone = orchestration.train_level(level, crop_dir=crops, out_dir=tmp / "alone",
+                                          cfg=cfg, run_name="bench-alone",
+                                          storage_path=tmp / "ray", nets=level_nets(level)[:1])
     finally:
         orchestration.shutdown()
     import mlflow
@@ -275,7 +294,7 @@ def ray_level(crops: Path, cfg: Config, level: int, tmp: Path) -> tuple:
     for job in result.jobs.values():
         tracking.log_network_run(client, level_id, job)
     mlflow_s = (time.perf_counter() - t) / len(result.jobs)
-    return result, init_s, cores, mlflow_s, cpu_by_kind
+    return RayRun(result, init_s, cores, mlflow_s, cpu_by_kind, alone)
 
 
 def cpu_figures(cpu_by_kind: dict[str, dict[str, float]], wall: float,
@@ -296,10 +315,11 @@ def cpu_figures(cpu_by_kind: dict[str, dict[str, float]], wall: float,
             "other_cpu_share_of_machine": round(other / (wall * cores), 4)}
 
 
-def figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s, parallel,
-            cpu_by_kind) -> dict:
+def figures(args, cfg, crops, plain, run: RayRun, parallel) -> dict:
     """The figures of one run, each beside its goal."""
-    jobs = result.jobs
+    result, cores, jobs = run.result, run.cores, run.result.jobs
+    (alone_net, alone), = run.alone.jobs.items()
+    alone_rate = statistics.mean(h["samples_per_s"] for h in alone.history)
     plain_sum = sum(p["seconds"] for p in plain.values())
     ideal = plain_sum / cores
     rates = {}
@@ -318,7 +338,7 @@ def figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s, parallel,
         "cpus_per_net": cfg.level_resources(args.level).cpus_per_net,
         "concurrency": result.concurrency,
         "data_path": sorted({j.params["data"] for j in jobs.values()}),
-        "ray_init_s": init_s,
+        "ray_init_s": run.init_s,
         "level_wall_s": result.seconds,
         "sum_of_job_s": sum(j.seconds for j in jobs.values()),
         "plain_sum_s": plain_sum,
@@ -340,8 +360,12 @@ def figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s, parallel,
             parallel["samples_per_s"][n] / plain[n]["samples_per_s"] for n in plain),
         "recipe": Path(args.recipe).name if args.recipe else None,
         "overrides": args.set,
-        "mlflow_log_per_job_s": mlflow_s,
-        **cpu_figures(cpu_by_kind, result.seconds, cores),
+        "mlflow_log_per_job_s": run.mlflow_s,
+        **cpu_figures(run.cpu_by_kind, result.seconds, cores),
+        "one_job_alone": {"net": alone_net, "job_s": alone.seconds,
+                          "level_wall_s": run.alone.seconds,
+                          "plain_s": plain[alone_net]["seconds"],
+                          "samples_per_s_ratio": alone_rate / plain[alone_net]["samples_per_s"]},
         "plain_s": {n: p["seconds"] for n, p in plain.items()},
         "ray_job_s": {n: j.seconds for n, j in jobs.items()},
         "samples_per_s": rates,
@@ -439,13 +463,12 @@ def main() -> int:
     before = plain_loop(nets, crops, cfg, args.level)
     os.environ.setdefault("RAY_worker_niceness", "0")
     with tempfile.TemporaryDirectory(prefix="fc-bench-") as tmp:
-        result, init_s, cores, mlflow_s, cpu_by_kind = ray_level(crops, cfg, args.level,
-                                                                 Path(tmp))
+        run = ray_level(crops, cfg, args.level, Path(tmp))
+    cores = run.cores
     parallel = plain_parallel(nets, crops, cfg, args.level, cores)
     after = plain_loop(nets, crops, cfg, args.level) if args.plain_runs > 1 else before
     plain = {net: min(before[net], after[net], key=lambda p: p["seconds"]) for net in nets}
-    fig = figures(args, cfg, crops, plain, result, init_s, cores, mlflow_s, parallel,
-                  cpu_by_kind)
+    fig = figures(args, cfg, crops, plain, run, parallel)
     print(json.dumps({k: v for k, v in fig.items() if not isinstance(v, dict)}, indent=2))
     print(f"level {args.level} ({fig['data']}): wall {fig['level_wall_s']:.1f} s against "
           f"ideal {fig['ideal_wall_s']:.1f} s = plain loop {fig['plain_sum_s']:.1f} s / "
@@ -458,8 +481,12 @@ def main() -> int:
     print(f"CPU while the level ran: training {fig['training_cpu_s']:.1f} s, everything else "
           f"{fig['other_cpu_s']:.1f} s = {fig['other_cpu_share_of_machine']:.1%} of the "
           f"machine ({cores} cores x {fig['level_wall_s']:.1f} s)")
+    alone = fig["one_job_alone"]
+    print(f"{alone['net']} alone (one job, the other cores idle): {alone['job_s']:.1f} s in the "
+          f"worker, {alone['level_wall_s']:.1f} s for the level, plain loop "
+          f"{alone['plain_s']:.1f} s; samples/s {alone['samples_per_s_ratio']:.2f} x plain")
     write_json_atomic(fig, out)
-    print(f"-> {out}, {plot(fig, result, parallel, out.with_suffix('.png'))}")
+    print(f"-> {out}, {plot(fig, run.result, parallel, out.with_suffix('.png'))}")
     return 0
 
 

@@ -71,8 +71,9 @@ from facecascade import orchestration, tracking
 from facecascade.config import Config, load_config
 from facecascade.crops import read_crop_table, write_level_crops
 from facecascade.formats import assign_split, faces_to_arrays, ingest
-from facecascade.io import atomic_path, write_json_atomic
+from facecascade.io import write_json_atomic
 from facecascade.recipe import flatten, load_recipe
+from facecascade.report import new_figure, save_figure
 from facecascade.specs import level_nets, net_options
 from facecascade.synth import write_synthetic_dataset
 from facecascade.train import VAL_BATCH, ArrayBatches, fit_one
@@ -205,30 +206,29 @@ class ProcessCpu:
         self._seen: dict[int, list] = {}  # pid -> [kind, cpu at first sight, last cpu]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="process-cpu", daemon=True)
-        self._first = True
 
-    def _sample(self) -> None:
+    def _sample(self, *, before: bool = False) -> None:
+        """One sample; ``before``: the block's start, whose CPU so far is not counted."""
         for proc in psutil.Process().children(recursive=True):
             kind = process_kind(proc)
+            if kind is None:
+                continue
             try:
                 times = proc.cpu_times()
             except psutil.Error:
                 continue
-            if kind is None:
-                continue
             cpu = times.user + times.system
-            entry = self._seen.setdefault(proc.pid, [kind, cpu if self._first else 0.0, cpu])
+            entry = self._seen.setdefault(proc.pid, [kind, cpu if before else 0.0, cpu])
             entry[2] = cpu
             if kind != "ray::IDLE":
                 entry[0] = kind
-        self._first = False
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
             self._sample()
 
     def __enter__(self) -> ProcessCpu:
-        self._sample()
+        self._sample(before=True)
         self._thread.start()
         return self
 
@@ -378,21 +378,17 @@ def plot(fig: dict[str, Any], result: orchestration.LevelResult, parallel: dict,
     """The level on a time line (each job a row, each net a bar, from the worker's first
     line) against the ideal, the goal and the plain loop on one process per core; and the
     CPU of every kind of process while it ran."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 6.5), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(10, 6.5)
     timeline, cpu = figure.subplots(2, 1, height_ratios=(1, 1.3))
     rows = {tuple(j.params["job_nets"]): None for j in result.jobs.values()}
-    colours = iter([f"C{i}" for i in range(10)] * 2)
+    colours = {net: f"C{i % 10}" for i, net in enumerate(result.jobs)}
     for row, nets in enumerate(rows):
         for net in nets:
             job = result.jobs[net]
             if job.start is None or job.end is None:
                 continue
             left = job.start - result.start
-            timeline.barh(row, job.end - job.start, left=left, color=next(colours),
+            timeline.barh(row, job.end - job.start, left=left, color=colours[net],
                           edgecolor="white")
             timeline.text(left + (job.end - job.start) / 2, row, net, ha="center",
                           va="center", fontsize=8, color="white")
@@ -420,9 +416,7 @@ def plot(fig: dict[str, Any], result: orchestration.LevelResult, parallel: dict,
     cpu.set_title(f"training {fig['training_cpu_s']:.0f} s; everything else "
                   f"{fig['other_cpu_s']:.0f} s = {fig['other_cpu_share_of_machine']:.0%} of "
                   f"{fig['cores']} cores x {fig['level_wall_s']:.0f} s")
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    return path
+    return save_figure(figure, path)
 
 
 def main() -> int:

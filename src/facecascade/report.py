@@ -33,7 +33,7 @@ def _bgr(hex_colour: str) -> tuple[int, int, int]:
     return (b, g, r)
 
 
-def _figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float) -> Any:
     """A fresh Figure on its own Agg canvas (no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -43,7 +43,8 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """``fig`` written to ``path`` as PNG, atomically; returns ``path``."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -81,7 +82,7 @@ def plot_ced(errors_by_level: Mapping[int | str, np.ndarray], path: str | Path, 
     """
     if not errors_by_level:
         raise ValueError("errors_by_level is empty; pass at least one level")
-    fig = _figure(6.4, 4.6)
+    fig = new_figure(6.4, 4.6)
     ax = fig.add_subplot()
     for i, (key, errors) in enumerate(errors_by_level.items()):
         e = _errors_1d(errors, f"errors_by_level[{key!r}]")
@@ -101,7 +102,7 @@ def plot_ced(errors_by_level: Mapping[int | str, np.ndarray], path: str | Path, 
                  fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_search_curves(curves: Mapping[str, Sequence[float]], path: str | Path, *,
@@ -122,7 +123,7 @@ def plot_search_curves(curves: Mapping[str, Sequence[float]], path: str | Path, 
     """
     if not curves:
         raise ValueError("curves is empty; pass at least one trial")
-    fig = _figure(6.4, 4.6)
+    fig = new_figure(6.4, 4.6)
     ax = fig.add_subplot()
     for i, (label, values) in enumerate(curves.items()):
         v = _errors_1d(values, f"curves[{label!r}]")
@@ -140,7 +141,7 @@ def plot_search_curves(curves: Mapping[str, Sequence[float]], path: str | Path, 
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right", fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_point_errors(report: Mapping[str, Mapping[str, Any]], path: str | Path, *,
@@ -155,7 +156,7 @@ def plot_point_errors(report: Mapping[str, Mapping[str, Any]], path: str | Path,
     groups = [*POINT_NAMES, "mean"]
     names = list(report)
     width = 0.8 / len(names)
-    fig = _figure(max(6.4, 1.0 + 0.25 * len(groups) * len(names)), 4.2)
+    fig = new_figure(max(6.4, 1.0 + 0.25 * len(groups) * len(names)), 4.2)
     ax = fig.add_subplot()
     centres = np.arange(len(groups))
     for i, name in enumerate(names):
@@ -172,7 +173,7 @@ def plot_point_errors(report: Mapping[str, Mapping[str, Any]], path: str | Path,
     top = max(100 * max(max(r["per_point"].values()), r["nme_iod"]) for r in report.values())
     ax.set_ylim(0, 1.25 * top if top > 0 else 1.0)
     ax.legend(fontsize=8, loc="upper center", ncols=min(len(names), 6), frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- faces
@@ -335,7 +336,7 @@ def plot_face_grid(images: Sequence[np.ndarray], gt: np.ndarray, pred: np.ndarra
         raise ValueError(f"labels has {len(labels)} items, expected {n}")
     cols = max(1, min(int(cols), n))
     rows = -(-n // cols)
-    fig = _figure(2.0 * cols, 2.3 * rows + 0.55)
+    fig = new_figure(2.0 * cols, 2.3 * rows + 0.55)
     for i in range(n):
         t = face_tile(images[i], gt[i], pred[i], box=None if boxes is None else boxes[i],
                       size=tile)
@@ -346,7 +347,7 @@ def plot_face_grid(images: Sequence[np.ndarray], gt: np.ndarray, pred: np.ndarra
         ax.set_title(f"{label}NME {100 * errors[i]:.2f}%", fontsize=8)
     key = "green + ground truth,  red \u25cf prediction"
     fig.suptitle(f"{title}\n{key}" if title else key, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def best_and_worst(errors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
